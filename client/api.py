@@ -1,0 +1,263 @@
+"""TitanClient: the Python API of titan-zmq (a DEALER to the broker plus SUB for events)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from client import pipeline
+from client.connection import Connection, broker_address
+from client.job import TitanJob
+from titan_zmq import defaults
+from titan_zmq.errors import BrokerUnavailable, InvalidRequest, NotFound, RunFailed, WaitTimeout
+from titan_zmq.protocol import Op, decode
+
+TERMINAL_RUN = {"SUCCEEDED", "FAILED", "CANCELLED"}
+TERMINAL_JOB = {"COMPLETED", "DEAD", "CANCELLED", "SKIPPED"}
+
+
+class Run:
+    """A submitted run: a handle to wait on, inspect, follow and cancel."""
+
+    def __init__(self, client: TitanClient, run_id: str, job_ids: list[str]):
+        self.client, self.run_id, self.job_ids = client, run_id, job_ids
+
+    def status(self) -> dict[str, Any]:
+        return self.client.status(self.run_id)
+
+    @property
+    def state(self) -> str:
+        return str(self.status()["state"])
+
+    def wait(self, timeout: float | None = None, check: bool = False) -> dict[str, Any]:
+        st = self.client.wait(self.run_id, timeout)
+        if check and st["state"] != "SUCCEEDED":
+            raise RunFailed(f"run {self.run_id} ended {st['state']}")
+        return st
+
+    def logs(self, job_id: str) -> list[str]:
+        return self.client.logs(self.run_id, job_id)
+
+    def cancel(self, job_id: str | None = None) -> dict[str, Any]:
+        return self.client.cancel(self.run_id, job_id)
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_id!r})"
+
+
+class TitanClient:
+    def __init__(self, address: str | None = None, timeout: float = defaults.REQUEST_TIMEOUT):
+        self.address = broker_address(address)
+        self.conn = Connection(self.address, timeout)
+
+    def __enter__(self) -> TitanClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _call(self, op: Op, body: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        return self.conn.request(op, body, timeout).body
+
+    # ---- submitting ------------------------------------------------------------------------
+
+    def ping(self, timeout: float | None = None) -> dict[str, Any]:
+        return self._call(Op.HEARTBEAT, {}, timeout)
+
+    def submit_job(self, job: TitanJob, base_dir: str | Path | None = None) -> Run:
+        body = self._call(Op.SUBMIT_JOB, {"job": job.to_wire(base_dir), "name": job.job_id})
+        return Run(self, body["run_id"], body["jobs"])
+
+    def submit_dag(self, name: str, jobs: list[TitanJob], agent_run_id: str | None = None,
+                   base_dir: str | Path | None = None) -> Run:
+        wire = [j.to_wire(base_dir) for j in jobs]
+        body = self._call(Op.SUBMIT_DAG, {"name": name, "jobs": wire, "agent_run_id": agent_run_id})
+        return Run(self, body["run_id"], body["jobs"])
+
+    def submit_yaml(self, path: str | Path, wait: bool = False, timeout: float | None = None,
+                    agent_run_id: str | None = None) -> Run:
+        pipe = pipeline.load(path)
+        sub = pipe.submission()
+        if agent_run_id:
+            sub["agent_run_id"] = agent_run_id
+        body = self._call(Op.SUBMIT_DAG, sub, timeout=max(self.conn.timeout, 30.0) if pipe.project else None)
+        run = Run(self, body["run_id"], body["jobs"])
+        if wait:
+            run.wait(timeout)
+        return run
+
+    def add_jobs(self, jobs: list[TitanJob], run_id: str | None = None, base_dir: str | Path | None = None) -> list[str]:
+        """Add jobs to a run while it executes (from inside a job, the run defaults to $TITAN_RUN_ID)."""
+        run_id = run_id or os.environ.get("TITAN_RUN_ID")
+        if not run_id:
+            raise InvalidRequest("add_jobs needs a run id (or TITAN_RUN_ID in the environment)")
+        body = self._call(Op.ADD_JOBS, {"run_id": run_id, "jobs": [j.to_wire(base_dir) for j in jobs]})
+        return list(body["jobs"])
+
+    def cancel(self, run_id: str, job_id: str | None = None) -> dict[str, Any]:
+        return self._call(Op.CANCEL_JOB, {"run_id": run_id, "job_id": job_id})
+
+    # ---- watching --------------------------------------------------------------------------
+
+    def status(self, run_id: str | None = None) -> dict[str, Any]:
+        return self._call(Op.GET_JOB_STATUS, {"run_id": run_id})
+
+    def runs(self, agent_run_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return list(self._call(Op.LIST_RUNS, {"agent_run_id": agent_run_id, "limit": limit})["runs"])
+
+    def workers(self) -> list[dict[str, Any]]:
+        return list(self._call(Op.LIST_WORKERS)["workers"])
+
+    def stats(self) -> dict[str, Any]:
+        return self._call(Op.STATS)
+
+    def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the run finishes; returns its final status. Survives broker restarts."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sub: zmq.Socket | None = None
+        try:
+            while True:
+                try:
+                    if sub is None:
+                        sub = self.conn.subscribe(f"run/{run_id}/")
+                    st = self.status(run_id)
+                    if st["state"] in TERMINAL_RUN:
+                        return st
+                except BrokerUnavailable:
+                    if sub is not None:
+                        sub.close(0)
+                        sub = None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise WaitTimeout(f"run {run_id} still running after {timeout:g}s")
+                pause = 1.0 if left is None else min(1.0, left)
+                if sub is not None and sub.poll(int(pause * 1000)):
+                    while sub.poll(0):
+                        sub.recv_multipart()
+                elif sub is None:
+                    time.sleep(pause)
+        finally:
+            if sub is not None:
+                sub.close(0)
+
+    def logs(self, run_id: str, job_id: str) -> list[str]:
+        """Every line the job printed, in order, over all its attempts."""
+        return [rec[3] for rec in self.log_records(run_id, job_id)]
+
+    def log_records(self, run_id: str, job_id: str, start: int = 0) -> list[list[Any]]:
+        """Log lines as ``[n, attempt, stream, text, ts]``, from line ``start``."""
+        out: list[list[Any]] = []
+        while True:
+            page = self._call(Op.GET_LOGS, {"run_id": run_id, "job_id": job_id, "start": start})
+            out.extend(page["lines"])
+            if page["next"] <= start or page["next"] >= page["total"]:
+                return out
+            start = page["next"]
+
+    def follow_logs(self, run_id: str, job_id: str, timeout: float | None = None) -> Iterator[list[Any]]:
+        """Yield the backlog, then live lines ``[n, attempt, stream, text, ts]``, until the job ends."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sub = self.conn.subscribe(f"log/{run_id}/{job_id}/", f"job/{run_id}/")
+        nxt = 0
+        try:
+            while True:
+                try:
+                    page = self._call(Op.GET_LOGS, {"run_id": run_id, "job_id": job_id, "start": nxt})
+                except BrokerUnavailable:
+                    page = None
+                if page is not None:
+                    for rec in page["lines"]:
+                        yield rec
+                    nxt = max(nxt, page["next"])
+                    if page["done"]:
+                        return
+                    if nxt < page["total"]:
+                        continue  # more backlog pages
+                # live: wait for lines or a state change; catch up by number on any gap
+                while True:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise WaitTimeout(f"{run_id}/{job_id} still running after {timeout:g}s")
+                    if not sub.poll(1000):
+                        break  # quiet: ask the broker (also notices a restarted broker)
+                    topic, frame = sub.recv_multipart()
+                    body = decode(frame).body
+                    if topic.startswith(b"job/"):
+                        if body.get("job_id") == job_id and body.get("state") in TERMINAL_JOB:
+                            break
+                        continue
+                    lines = body.get("lines", [])
+                    if lines and lines[0][0] > nxt:
+                        break  # a gap: fetch it from the broker
+                    for rec in lines:
+                        if rec[0] == nxt:
+                            yield rec
+                            nxt += 1
+        finally:
+            sub.close(0)
+
+    # ---- shared store ----------------------------------------------------------------------
+
+    def store_put(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
+        self._call(Op.KV_SET, {"key": key, "value": value, "ttl": ttl})
+
+    def store_get(self, key: str) -> bytes | str | None:
+        body = self._call(Op.KV_GET, {"key": key})
+        return body.get("value") if body.get("found") else None
+
+    def store_delete(self, key: str) -> bool:
+        return bool(self._call(Op.KV_DEL, {"key": key}).get("deleted"))
+
+    def store_incr(self, key: str, by: int = 1) -> int:
+        return int(self._call(Op.KV_INCR, {"key": key, "by": by})["value"])
+
+    def store_sadd(self, key: str, member: bytes | str) -> int:
+        return int(self._call(Op.KV_SADD, {"key": key, "member": member})["added"])
+
+    def store_srem(self, key: str, member: bytes | str) -> int:
+        return int(self._call(Op.KV_SREM, {"key": key, "member": member})["removed"])
+
+    def store_smembers(self, key: str) -> list[bytes | str]:
+        return list(self._call(Op.KV_SMEMBERS, {"key": key})["members"])
+
+    def store_keys(self, prefix: str = "") -> list[str]:
+        return list(self._call(Op.KV_KEYS, {"prefix": prefix})["keys"])
+
+    # ---- files -----------------------------------------------------------------------------
+
+    def upload_file(self, path: str | Path, name: str | None = None) -> str:
+        path = Path(path)
+        if not path.is_file():
+            raise NotFound(f"no file {str(path)!r}")
+        name = name or path.name
+        self._call(Op.UPLOAD_ASSET, {"name": name, "data": path.read_bytes()}, timeout=max(self.conn.timeout, 30))
+        return name
+
+    def fetch_artifact(self, name: str, dest: str | Path | None = None) -> bytes:
+        data = self._call(Op.FETCH_ASSET, {"name": name}, timeout=max(self.conn.timeout, 30))["data"]
+        if dest is not None:
+            Path(dest).write_bytes(data)
+        return bytes(data)
+
+    def publish_artifact(self, name: str, source: str | Path | bytes, run_id: str | None = None) -> str:
+        """Store a file (or bytes) as an artifact of a run (default: the job's own run)."""
+        run_id = run_id or os.environ.get("TITAN_RUN_ID")
+        if not run_id:
+            raise InvalidRequest("publish_artifact needs a run id (or TITAN_RUN_ID in the environment)")
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        full = f"runs/{run_id}/{name}"
+        self._call(Op.UPLOAD_ASSET, {"name": full, "data": data}, timeout=max(self.conn.timeout, 30))
+        return full
+
+    def get_artifact(self, name: str, run_id: str | None = None, dest: str | Path | None = None) -> bytes:
+        run_id = run_id or os.environ.get("TITAN_RUN_ID")
+        if not run_id:
+            raise InvalidRequest("get_artifact needs a run id (or TITAN_RUN_ID in the environment)")
+        return self.fetch_artifact(f"runs/{run_id}/{name}", dest)

@@ -1,0 +1,313 @@
+"""`titan`: the command line. Every command takes --broker (or TITAN_BROKER)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from client.api import TitanClient
+from client.cluster import LocalCluster
+from client.follow import follow_run
+from titan_zmq import defaults
+from titan_zmq.errors import TitanError
+
+broker_option = click.option(
+    "--broker", envvar="TITAN_BROKER", show_envvar=True, default=defaults.BROKER_ADDR, show_default=True,
+    help="Broker address.",
+)
+
+
+def command(group: click.Group, name: str | None = None) -> Callable[[Callable[..., Any]], click.Command]:
+    """A subcommand with --broker, that turns TitanError into a clean message and exit status 2."""
+
+    def wrap(fn: Callable[..., Any]) -> click.Command:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except TitanError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(2)
+
+        return group.command(name)(broker_option(run))
+
+    return wrap
+
+
+@click.group()
+def main() -> None:
+    """titan: submit and watch jobs and DAGs on a titan-zmq cluster."""
+
+
+def emit_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, sort_keys=True, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    raise TypeError(type(value).__name__)
+
+
+def print_status(st: dict[str, Any]) -> None:
+    click.echo(f"run {st['run_id']}  {st['state']}")
+    click.echo(f"  {'JOB':<24} {'STATE':<18} {'ATT':>3} {'EXIT':>5} {'SECS':>7}  WORKER")
+    for job_id, j in st["jobs"].items():
+        secs = f"{j['finished_at'] - j['started_at']:.2f}" if j.get("started_at") and j.get("finished_at") else ""
+        code = "" if j.get("exit_code") is None else str(j["exit_code"])
+        click.echo(f"  {job_id:<24} {j['state']:<18} {j['attempts']:>3} {code:>5} {secs:>7}  {j.get('worker') or ''}")
+
+
+# ---- cluster ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--workers", default=2, show_default=True, help="Workers to start.")
+@click.option("--slots", default=defaults.SLOTS, show_default=True, help="Slots per worker.")
+@click.option("--data-dir", default=".titan", show_default=True, help="Store, logs and workspaces go here.")
+@click.option("--base-port", default=defaults.BROKER_PORT, show_default=True,
+              help="Broker on P, PUB on P+1, store on P+2 (UI later on P+3).")
+def up(workers: int, slots: int, data_dir: str, base_port: int) -> None:
+    """Start a local cluster (store, broker, N workers) until Ctrl-C."""
+    cluster = LocalCluster(Path(data_dir), base_port=base_port, workers=workers, slots=slots)
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        cluster.start()
+        click.echo(f"broker  {cluster.broker_addr}\npub     {cluster.pub_addr}\nstore   {cluster.store_addr}")
+        click.echo(f"workers {workers} x {slots} slots; logs in {cluster.data_dir / 'logs'}; Ctrl-C stops")
+        click.echo(f"export TITAN_BROKER={cluster.broker_addr}")
+        while not stopping:
+            for proc in cluster.procs.values():
+                if not proc.alive():
+                    click.echo(f"warning: {proc.name} exited ({proc.log_path})", err=True)
+                    proc.popen = None
+            time.sleep(0.5)
+    except TitanError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        cluster.stop()
+        click.echo("cluster stopped")
+
+
+@main.command()
+@click.argument("pipeline", default="pipelines/etl/etl.yaml")
+@click.option("--workers", default=2, show_default=True)
+@click.option("--data-dir", default=".titan-demo", show_default=True)
+def demo(pipeline: str, workers: int, data_dir: str) -> None:
+    """Start a throw-away local cluster, run PIPELINE with live logs, show the result, stop."""
+    with LocalCluster(Path(data_dir), workers=workers) as cluster:
+        click.echo(f"cluster up: broker {cluster.broker_addr}, {workers} workers")
+        with cluster.client() as c:
+            run = c.submit_yaml(pipeline)
+            click.echo(f"submitted {pipeline} as run {run.run_id}\n--- live logs ---")
+            for job_id, rec in follow_run(c, run.run_id, timeout=300):
+                click.echo(f"[{job_id}#{rec[1]}] {rec[3]}")
+            st = c.wait(run.run_id, timeout=60)
+            click.echo("--- result ---")
+            print_status(st)
+    sys.exit(0 if st["state"] == "SUCCEEDED" else 1)
+
+
+# ---- runs ----------------------------------------------------------------------------------
+
+
+@command(main, "run")
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the run; exit 0 only if it SUCCEEDED.")
+@click.option("--follow", is_flag=True, help="Print every job's output live until the run ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON (implies --wait).")
+@click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
+def run_cmd(broker: str, pipeline: str, wait_: bool, follow: bool, as_json: bool, timeout: float | None) -> None:
+    """Submit a YAML pipeline; prints the run id."""
+    with TitanClient(broker) as c:
+        run = c.submit_yaml(pipeline)
+        click.echo(run.run_id, err=as_json)
+        if follow:
+            for job_id, rec in follow_run(c, run.run_id, timeout=timeout):
+                click.echo(f"[{job_id}#{rec[1]}] {rec[3]}", err=as_json)
+        if not (wait_ or as_json or follow):
+            return
+        st = c.wait(run.run_id, timeout)
+        if as_json:
+            emit_json(st)
+        else:
+            print_status(st)
+        sys.exit(0 if st["state"] == "SUCCEEDED" else 1)
+
+
+@command(main)
+@click.argument("run_id", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def status(broker: str, run_id: str | None, as_json: bool) -> None:
+    """The state of a run (default: the newest) and its jobs."""
+    with TitanClient(broker) as c:
+        st = c.status(run_id)
+    emit_json(st) if as_json else print_status(st)
+
+
+@command(main)
+@click.option("--agent-run-id", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def runs(broker: str, agent_run_id: str | None, as_json: bool) -> None:
+    """Known runs, newest first."""
+    with TitanClient(broker) as c:
+        items = c.runs(agent_run_id)
+    if as_json:
+        emit_json(items)
+        return
+    for r in items:
+        click.echo(f"{r['run_id']:<48} {r['state']:<10} {r['jobs']:>5} jobs  {r.get('agent_run_id') or ''}")
+
+
+@command(main)
+@click.option("--json", "as_json", is_flag=True)
+def workers(broker: str, as_json: bool) -> None:
+    """Registered workers."""
+    with TitanClient(broker) as c:
+        items = c.workers()
+    if as_json:
+        emit_json(items)
+        return
+    for w in items:
+        caps = ",".join(w["capabilities"])
+        click.echo(f"{w['id']:<28} {w['host']:<16} pid {w['pid']:<7} {caps:<16} {len(w['running'])}/{w['slots']} busy")
+
+
+@command(main)
+@click.argument("run_id")
+@click.argument("job_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing live lines until the job ends.")
+def logs(broker: str, run_id: str, job_id: str, follow: bool) -> None:
+    """Every line a job printed (all attempts, in order)."""
+    with TitanClient(broker) as c:
+        if follow:
+            for rec in c.follow_logs(run_id, job_id):
+                click.echo(rec[3])
+        else:
+            for line in c.logs(run_id, job_id):
+                click.echo(line)
+
+
+@command(main)
+@click.argument("run_id")
+@click.argument("job_id", required=False)
+def cancel(broker: str, run_id: str, job_id: str | None) -> None:
+    """Cancel a job (and its descendants) or a whole run."""
+    with TitanClient(broker) as c:
+        out = c.cancel(run_id, job_id)
+    click.echo(f"cancelled {len(out['cancelled'])} job(s): {' '.join(out['cancelled'])}; run {out['state']}")
+
+
+@command(main)
+def stats(broker: str) -> None:
+    """Broker counters."""
+    with TitanClient(broker) as c:
+        emit_json(c.stats())
+
+
+@command(main)
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", default=None, help="Asset name (default: the file name).")
+def upload(broker: str, path: str, name: str | None) -> None:
+    """Upload a file as a named asset."""
+    with TitanClient(broker) as c:
+        click.echo(c.upload_file(path, name))
+
+
+# ---- store -----------------------------------------------------------------------------------
+
+
+@main.group()
+def store() -> None:
+    """The shared KV/set store."""
+
+
+def _show(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+@command(store, "get")
+@click.argument("key")
+def store_get(broker: str, key: str) -> None:
+    with TitanClient(broker) as c:
+        value = c.store_get(key)
+    if value is None:
+        click.echo(f"error: no key {key!r}", err=True)
+        sys.exit(1)
+    click.echo(_show(value))
+
+
+@command(store, "set")
+@click.argument("key")
+@click.argument("value")
+@click.option("--ttl", type=float, default=None, help="Expire after this many seconds.")
+def store_set(broker: str, key: str, value: str, ttl: float | None) -> None:
+    with TitanClient(broker) as c:
+        c.store_put(key, value, ttl)
+
+
+@command(store, "del")
+@click.argument("key")
+def store_del(broker: str, key: str) -> None:
+    with TitanClient(broker) as c:
+        click.echo(int(c.store_delete(key)))
+
+
+@command(store, "incr")
+@click.argument("key")
+@click.option("--by", type=int, default=1)
+def store_incr(broker: str, key: str, by: int) -> None:
+    with TitanClient(broker) as c:
+        click.echo(c.store_incr(key, by))
+
+
+@command(store, "sadd")
+@click.argument("key")
+@click.argument("member")
+def store_sadd(broker: str, key: str, member: str) -> None:
+    with TitanClient(broker) as c:
+        click.echo(c.store_sadd(key, member))
+
+
+@command(store, "srem")
+@click.argument("key")
+@click.argument("member")
+def store_srem(broker: str, key: str, member: str) -> None:
+    with TitanClient(broker) as c:
+        click.echo(c.store_srem(key, member))
+
+
+@command(store, "smembers")
+@click.argument("key")
+def store_smembers(broker: str, key: str) -> None:
+    with TitanClient(broker) as c:
+        for m in c.store_smembers(key):
+            click.echo(_show(m))
+
+
+@command(store, "keys")
+@click.argument("prefix", default="")
+def store_keys(broker: str, prefix: str) -> None:
+    with TitanClient(broker) as c:
+        for k in c.store_keys(prefix):
+            click.echo(k)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""A local cluster of real processes (store, broker, workers): for `titan up`, the demo, tests and bench."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from client.api import TitanClient
+from titan_zmq.errors import BrokerUnavailable, TitanError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_base_port(count: int = 4) -> int:
+    """A base port P with P..P+count-1 all free right now."""
+    for _ in range(200):
+        base = free_port()
+        if base + count >= 65535:
+            continue
+        ok = True
+        for p in range(base, base + count):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise TitanError("no free block of ports found")
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True, env=env)
+        log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Signal the process's whole group (it and the jobs it started)."""
+        if self.popen is not None and self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.popen.wait(5)
+        # jobs a worker started live in their own groups; they are killed by the worker itself
+
+    def kill(self) -> None:
+        """kill -9 the process only (not its jobs): a crash."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(5)
+
+
+@dataclass
+class LocalCluster:
+    data_dir: Path
+    base_port: int = 0
+    workers: int = 2
+    slots: int = 4
+    worker_caps: list[list[str]] = field(default_factory=list)  # per worker; default GENERAL
+    broker_args: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        if not self.base_port:
+            self.base_port = free_base_port()
+
+    @property
+    def broker_addr(self) -> str:
+        return f"tcp://{self.host}:{self.base_port}"
+
+    @property
+    def pub_addr(self) -> str:
+        return f"tcp://{self.host}:{self.base_port + 1}"
+
+    @property
+    def store_addr(self) -> str:
+        return f"tcp://{self.host}:{self.base_port + 2}"
+
+    def _py(self, module: str, *args: str) -> list[str]:
+        return [sys.executable, "-m", module, *args]
+
+    def start(self, wait: float = 30.0) -> LocalCluster:
+        self.start_store()
+        self.start_broker()
+        for i in range(self.workers):
+            caps = self.worker_caps[i] if i < len(self.worker_caps) else []
+            self.start_worker(f"worker{i + 1}", caps)
+        self.wait_ready(self.workers, wait)
+        return self
+
+    def start_store(self, extra: list[str] | None = None) -> Proc:
+        return self._start("store", self._py(
+            "titan_zmq.store", "--bind", self.store_addr, "--data-dir", str(self.data_dir / "store"), *(extra or [])))
+
+    def start_broker(self) -> Proc:
+        return self._start("broker", self._py(
+            "titan_zmq.broker", "--bind", self.broker_addr, "--pub", self.pub_addr, "--store", self.store_addr,
+            "--data-dir", str(self.data_dir / "broker"), *self.broker_args))
+
+    def start_worker(self, name: str, caps: list[str] | None = None, slots: int | None = None) -> Proc:
+        argv = self._py("titan_zmq.worker", "--broker", self.broker_addr, "--slots", str(slots or self.slots),
+                        "--workspace", str(self.data_dir / "work"), "--name", name)
+        for cap in caps or []:
+            argv += ["--capability", cap]
+        return self._start(name, argv)
+
+    def _start(self, name: str, argv: list[str]) -> Proc:
+        old = self.procs.get(name)
+        if old is not None and old.alive():
+            raise TitanError(f"{name} is already running")
+        proc = Proc(name, argv, self.data_dir / "logs" / f"{name}.log")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc.start(env)
+        self.procs[name] = proc
+        return proc
+
+    def client(self, timeout: float = 10.0) -> TitanClient:
+        return TitanClient(self.broker_addr, timeout=timeout)
+
+    def wait_ready(self, workers: int, timeout: float = 30.0) -> None:
+        """Wait until the broker answers and ``workers`` workers are registered."""
+        deadline = time.monotonic() + timeout
+        with self.client(timeout=2.0) as c:
+            while True:
+                for proc in self.procs.values():
+                    if proc.popen is not None and proc.popen.poll() is not None:
+                        raise TitanError(f"{proc.name} exited with {proc.popen.returncode}; see {proc.log_path}")
+                try:
+                    if len(c.workers()) >= workers:
+                        return
+                except BrokerUnavailable:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TitanError(f"cluster not ready after {timeout:g}s; logs in {self.data_dir / 'logs'}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Workers first (they kill their jobs), then the broker, then the store."""
+        order = [n for n in self.procs if n not in ("broker", "store")] + ["broker", "store"]
+        for name in order:
+            if name in self.procs:
+                self.procs[name].stop()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

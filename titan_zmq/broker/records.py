@@ -1,0 +1,81 @@
+"""The broker's mutable records of runs and jobs, and their journal form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from titan_zmq.jobspec import JobSpec
+from titan_zmq.states import JobState, RunState
+
+# Fields of a job record that change over its life (the spec is journaled once, apart).
+JOB_STATE_FIELDS = (
+    "state", "attempts", "failures", "worker", "exit_code", "error",
+    "dispatched_at", "started_at", "finished_at", "due_at",
+)
+
+
+@dataclass(slots=True, eq=False)
+class JobRecord:
+    run_id: str
+    spec: JobSpec
+    seq: int  # submission order
+    state: JobState = JobState.PENDING
+    attempts: int = 0  # attempts dispatched so far
+    failures: int = 0  # attempts that ended non-zero
+    worker: str | None = None  # worker of the current / last attempt
+    exit_code: int | None = None
+    error: str | None = None
+    dispatched_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    due_at: float | None = None  # DELAYED / FAILED: when it goes back to the queue
+    queue_seq: int = 0  # FIFO order among equal priorities; identifies the live queue entry
+    children: list[str] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in JOB_STATE_FIELDS}
+        out["state"] = self.state.value
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """The public view (``titan status --json``)."""
+        return {
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "worker": self.worker,
+            "exit_code": self.exit_code,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "priority": self.spec.priority,
+            "requirement": self.spec.requirement,
+            "depends_on": list(self.spec.depends_on),
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True, eq=False)
+class RunRecord:
+    run_id: str
+    name: str
+    created_at: float
+    agent_run_id: str | None = None
+    state: RunState = RunState.RUNNING
+    finished_at: float | None = None
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    open_jobs: int = 0  # jobs not yet terminal
+    failed: int = 0  # jobs ended DEAD or SKIPPED
+    cancelled: int = 0  # jobs ended CANCELLED
+
+    @staticmethod
+    def missing() -> RunRecord:
+        return RunRecord(run_id="", name="", created_at=0.0)
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "name": self.name, "agent_run_id": self.agent_run_id,
+            "state": self.state.value, "created_at": self.created_at, "finished_at": self.finished_at,
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {**self.meta(), "jobs": {jid: rec.status() for jid, rec in self.jobs.items()}}

@@ -1,0 +1,400 @@
+"""The scheduler: a state machine with no I/O.
+
+Events come in as method calls (a submission, a worker that registered or vanished, an
+attempt that started or finished, a cancel, the clock moving on); each returns the list of
+actions the broker must carry out: journal a record, send a job to a worker, kill an
+attempt, announce a finished run.  The broker loop journals first, then sends, then replies,
+so nothing is acknowledged before it is durable.  Time is always passed in (``now``), which
+keeps every rule testable without sockets or sleeps.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from titan_zmq import defaults
+from titan_zmq.broker.records import JobRecord, RunRecord
+from titan_zmq.errors import InvalidRequest, NotFound
+from titan_zmq.jobspec import JobSpec, validate_dag
+from titan_zmq.states import JobState, RunState
+
+JobKey = tuple[str, str]  # (run_id, job_id)
+
+
+# ---- actions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """Persist the current record of a run (job_id None) or of one job."""
+
+    run_id: str
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    worker: str
+    run_id: str
+    job_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    worker: str
+    run_id: str
+    job_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    run_id: str
+    state: RunState
+
+
+Action = Journal | Dispatch | Kill | RunFinished
+
+
+@dataclass(slots=True)
+class WorkerSlots:
+    """What the scheduler knows of a worker: what it can run and what it is running."""
+
+    name: str
+    caps: frozenset[str]
+    slots: int
+    order: int  # registration order, the tie-break among equally loaded workers
+    running: set[tuple[str, str, int]] = field(default_factory=set)  # (run, job, attempt)
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.running)
+
+
+def backoff(failures: int, base: float = defaults.RETRY_BACKOFF, cap: float = defaults.RETRY_BACKOFF_MAX) -> float:
+    """Seconds to wait before the retry that follows the ``failures``-th failure."""
+    return float(min(cap, base * (2 ** max(0, failures - 1))))
+
+
+class Scheduler:
+    def __init__(self, retry_backoff: float = defaults.RETRY_BACKOFF):
+        self.retry_backoff = retry_backoff
+        self.runs: dict[str, RunRecord] = {}
+        self.workers: dict[str, WorkerSlots] = {}
+        self.queues: dict[str, list[tuple[int, int, str, str]]] = {}  # capability -> heap
+        self.pinned: dict[str, list[tuple[int, int, str, str]]] = {}  # worker -> heap (affinity)
+        self.timers: list[tuple[float, int, str, str]] = []  # (due_at, seq, run, job) heap
+        self._seq = itertools.count(1)
+        self._worker_order = itertools.count(1)
+        self._out: list[Action] = []
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def run(self, run_id: str) -> RunRecord:
+        try:
+            return self.runs[run_id]
+        except KeyError:
+            raise NotFound(f"unknown run id {run_id!r}") from None
+
+    def job(self, run_id: str, job_id: str) -> JobRecord:
+        run = self.run(run_id)
+        try:
+            return run.jobs[job_id]
+        except KeyError:
+            raise NotFound(f"run {run_id!r} has no job {job_id!r}") from None
+
+    def next_due(self) -> float | None:
+        return self.timers[0][0] if self.timers else None
+
+    def queued_count(self) -> int:
+        return sum(1 for r in self.runs.values() for j in r.jobs.values() if j.state is JobState.QUEUED)
+
+    # ---- events ----------------------------------------------------------------------------
+
+    def submit(
+        self, run_id: str, name: str, jobs: list[JobSpec], now: float, agent_run_id: str | None = None
+    ) -> list[Action]:
+        """A new run. The caller validated the specs; this checks the DAG as a whole."""
+        if run_id in self.runs:
+            raise InvalidRequest(f"run id {run_id!r} already exists")
+        validate_dag(jobs)
+        run = RunRecord(run_id=run_id, name=name, agent_run_id=agent_run_id, created_at=now)
+        self.runs[run_id] = run
+        self._emit(Journal(run_id))
+        self._add(run, jobs, now)
+        return self._flush(now)
+
+    def add_jobs(self, run_id: str, jobs: list[JobSpec], now: float) -> list[Action]:
+        """Jobs added to a run while it executes (for example by one of its own jobs)."""
+        run = self.run(run_id)
+        if run.state.terminal:
+            raise InvalidRequest(f"run {run_id!r} already finished ({run.state.value}); cannot add jobs")
+        validate_dag(jobs, existing=set(run.jobs))
+        self._add(run, jobs, now)
+        return self._flush(now)
+
+    def register_worker(
+        self, name: str, caps: Iterable[str], slots: int, now: float, running: Iterable[tuple[str, str, int]] = ()
+    ) -> list[Action]:
+        """A worker (re)registered. Attempts it reports are adopted if still wanted, else killed."""
+        if name in self.workers:
+            self._drop_worker(name, now)
+        w = WorkerSlots(name=name, caps=frozenset(caps), slots=max(1, int(slots)), order=next(self._worker_order))
+        self.workers[name] = w
+        self.pinned.setdefault(name, [])
+        for run_id, job_id, attempt in running:
+            rec = self.runs.get(run_id, RunRecord.missing()).jobs.get(job_id)
+            if rec is not None and rec.state is JobState.RUNNING and rec.attempts == attempt and rec.worker in (None, name):
+                rec.worker = name
+                w.running.add((run_id, job_id, attempt))
+                self._emit(Journal(run_id, job_id))
+            else:
+                self._emit(Kill(name, run_id, job_id, attempt))
+        return self._flush(now)
+
+    def worker_lost(self, name: str, now: float) -> list[Action]:
+        """A worker died or was cut off: its attempts go back to the queue (attempt + 1 on dispatch)."""
+        if name in self.workers:
+            self._drop_worker(name, now)
+        return self._flush(now)
+
+    def job_started(self, name: str, run_id: str, job_id: str, attempt: int, now: float) -> list[Action]:
+        rec = self._current(name, run_id, job_id, attempt)
+        if rec is not None and rec.started_at is None:
+            rec.started_at = now
+            self._emit(Journal(run_id, job_id))
+        return self._flush(now)
+
+    def job_finished(
+        self, name: str, run_id: str, job_id: str, attempt: int, exit_code: int, now: float, error: str | None = None
+    ) -> list[Action]:
+        """An attempt ended. Results of stale attempts (cancelled, re-queued) only free the slot."""
+        w = self.workers.get(name)
+        if w is not None:
+            w.running.discard((run_id, job_id, attempt))
+        rec = self._current(name, run_id, job_id, attempt)
+        if rec is None:
+            return self._flush(now)
+        run = self.runs[run_id]
+        rec.exit_code = exit_code
+        rec.finished_at = now
+        rec.error = error
+        if exit_code == 0:
+            self._set(run, rec, JobState.COMPLETED, now)
+            for child in rec.children:
+                self._maybe_release(run, run.jobs[child], now)
+        else:
+            rec.failures += 1
+            if rec.failures <= rec.spec.retries:
+                rec.due_at = now + backoff(rec.failures, self.retry_backoff)
+                self._set(run, rec, JobState.FAILED, now)
+                self._timer(rec)
+            else:
+                self._set(run, rec, JobState.DEAD, now)
+                self._cascade(run, rec, JobState.SKIPPED, now)
+        return self._flush(now)
+
+    def cancel(self, run_id: str, job_id: str | None, now: float) -> list[Action]:
+        """Cancel one job and its descendants, or every unfinished job of a run."""
+        run = self.run(run_id)
+        if job_id is None:
+            targets = list(run.jobs.values())
+        else:
+            targets = [self.job(run_id, job_id)]
+        for rec in targets:
+            if not rec.state.terminal:
+                self._stop(run, rec, JobState.CANCELLED, now)
+                self._cascade(run, rec, JobState.CANCELLED, now)
+        if job_id is None and not run.state.terminal:
+            self._finish_run(run, now, RunState.CANCELLED)
+        return self._flush(now)
+
+    def tick(self, now: float) -> list[Action]:
+        """Release delayed jobs and retries whose time has come."""
+        while self.timers and self.timers[0][0] <= now:
+            due, _, run_id, job_id = heapq.heappop(self.timers)
+            run = self.runs.get(run_id)
+            rec = run.jobs.get(job_id) if run else None
+            if run is None or rec is None or rec.due_at != due:
+                continue
+            if rec.state in (JobState.DELAYED, JobState.FAILED):
+                rec.due_at = None
+                self._enqueue(run, rec, now)
+        return self._flush(now)
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _emit(self, action: Action) -> None:
+        self._out.append(action)
+
+    def _flush(self, now: float) -> list[Action]:
+        self._dispatch(now)
+        out, self._out = self._out, []
+        return out
+
+    def _add(self, run: RunRecord, jobs: list[JobSpec], now: float) -> None:
+        for spec in jobs:
+            rec = JobRecord(run_id=run.run_id, spec=spec, seq=next(self._seq))
+            run.jobs[spec.id] = rec
+            run.open_jobs += 1
+            self._emit(Journal(run.run_id, spec.id))
+        for spec in jobs:
+            for parent in spec.depends_on:
+                run.jobs[parent].children.append(spec.id)
+        for spec in jobs:
+            self._maybe_release(run, run.jobs[spec.id], now)
+
+    def _maybe_release(self, run: RunRecord, rec: JobRecord, now: float) -> None:
+        """Move a PENDING job on once every parent is done (or skip it if one failed)."""
+        if rec.state is not JobState.PENDING:
+            return
+        parents = [run.jobs[p] for p in rec.spec.depends_on]
+        if any(p.state in (JobState.DEAD, JobState.SKIPPED) for p in parents):
+            self._set(run, rec, JobState.SKIPPED, now)
+            self._cascade(run, rec, JobState.SKIPPED, now)
+        elif any(p.state is JobState.CANCELLED for p in parents):
+            self._set(run, rec, JobState.CANCELLED, now)
+            self._cascade(run, rec, JobState.CANCELLED, now)
+        elif all(p.state is JobState.COMPLETED for p in parents):
+            if rec.spec.delay > 0:
+                rec.due_at = now + rec.spec.delay
+                self._set(run, rec, JobState.DELAYED, now)
+                self._timer(rec)
+            else:
+                self._enqueue(run, rec, now)
+
+    def _timer(self, rec: JobRecord) -> None:
+        assert rec.due_at is not None
+        heapq.heappush(self.timers, (rec.due_at, next(self._seq), rec.run_id, rec.spec.id))
+
+    def _enqueue(self, run: RunRecord, rec: JobRecord, now: float) -> None:
+        rec.queue_seq = next(self._seq)
+        entry = (-rec.spec.priority, rec.queue_seq, run.run_id, rec.spec.id)
+        target = self._affinity_worker(run, rec)
+        if target is not None:
+            heapq.heappush(self.pinned[target], entry)
+        else:
+            heapq.heappush(self.queues.setdefault(rec.spec.requirement, []), entry)
+        self._set(run, rec, JobState.QUEUED, now)
+
+    def _affinity_worker(self, run: RunRecord, rec: JobRecord) -> str | None:
+        """With affinity, the worker that ran the first parent, if it is still here and capable."""
+        if not rec.spec.affinity:
+            return None
+        for parent in rec.spec.depends_on:
+            name = run.jobs[parent].worker
+            w = self.workers.get(name) if name else None
+            if w is not None and rec.spec.requirement in w.caps:
+                return name
+        return None
+
+    def _is_queued_entry(self, entry: tuple[int, int, str, str]) -> bool:
+        _, qseq, run_id, job_id = entry
+        run = self.runs.get(run_id)
+        rec = run.jobs.get(job_id) if run else None
+        return rec is not None and rec.state is JobState.QUEUED and rec.queue_seq == qseq
+
+    def _head(self, heap: list[tuple[int, int, str, str]]) -> tuple[int, int, str, str] | None:
+        while heap and not self._is_queued_entry(heap[0]):
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
+    def _dispatch(self, now: float) -> None:
+        """Least-connection dispatch: the best queued job goes to the least busy capable worker."""
+        while True:
+            free = [w for w in self.workers.values() if w.free > 0]
+            if not free:
+                return
+            best: tuple[tuple[int, int, str, str], list, WorkerSlots] | None = None
+            for w in free:
+                head = self._head(self.pinned[w.name])
+                if head is not None and (best is None or head < best[0]):
+                    best = (head, self.pinned[w.name], w)
+            for cap, heap in self.queues.items():
+                capable = [w for w in free if cap in w.caps]
+                if not capable:
+                    continue
+                head = self._head(heap)
+                if head is not None and (best is None or head < best[0]):
+                    target = min(capable, key=lambda w: (len(w.running), w.order))
+                    best = (head, heap, target)
+            if best is None:
+                return
+            entry, heap, w = best
+            heapq.heappop(heap)
+            self._assign(entry[2], entry[3], w, now)
+
+    def _assign(self, run_id: str, job_id: str, w: WorkerSlots, now: float) -> None:
+        run = self.runs[run_id]
+        rec = run.jobs[job_id]
+        rec.attempts += 1
+        rec.worker = w.name
+        rec.dispatched_at = now
+        rec.started_at = None
+        rec.finished_at = None
+        rec.exit_code = None
+        w.running.add((run_id, job_id, rec.attempts))
+        self._set(run, rec, JobState.RUNNING, now)
+        self._emit(Dispatch(w.name, run_id, job_id, rec.attempts))
+
+    def _current(self, name: str, run_id: str, job_id: str, attempt: int) -> JobRecord | None:
+        """The job record if this report is about its current, running attempt on that worker."""
+        run = self.runs.get(run_id)
+        rec = run.jobs.get(job_id) if run else None
+        if rec is None or rec.state is not JobState.RUNNING or rec.attempts != attempt or rec.worker != name:
+            return None
+        return rec
+
+    def _drop_worker(self, name: str, now: float) -> None:
+        w = self.workers.pop(name)
+        for entry in self.pinned.pop(name, []):  # affinity falls back to any capable worker
+            if self._is_queued_entry(entry):
+                heapq.heappush(self.queues.setdefault(self.runs[entry[2]].jobs[entry[3]].spec.requirement, []), entry)
+        for run_id, job_id, attempt in w.running:
+            rec = self._current(name, run_id, job_id, attempt)
+            if rec is not None:
+                rec.worker = None
+                self._enqueue(self.runs[run_id], rec, now)
+
+    def _stop(self, run: RunRecord, rec: JobRecord, state: JobState, now: float) -> None:
+        """End a job now; a running attempt is killed (its slot frees when the worker reports)."""
+        if rec.state is JobState.RUNNING and rec.worker is not None:
+            self._emit(Kill(rec.worker, run.run_id, rec.spec.id, rec.attempts))
+        rec.due_at = None
+        rec.finished_at = rec.finished_at or now
+        self._set(run, rec, state, now)
+
+    def _cascade(self, run: RunRecord, root: JobRecord, state: JobState, now: float) -> None:
+        """Mark every unfinished descendant of ``root`` with ``state`` (SKIPPED or CANCELLED)."""
+        todo = deque(root.children)
+        while todo:
+            rec = run.jobs[todo.popleft()]
+            if not rec.state.terminal:
+                self._stop(run, rec, state, now)
+                todo.extend(rec.children)
+
+    def _set(self, run: RunRecord, rec: JobRecord, state: JobState, now: float) -> None:
+        was_terminal = rec.state.terminal
+        rec.state = state
+        self._emit(Journal(run.run_id, rec.spec.id))
+        if state.terminal and not was_terminal:
+            run.open_jobs -= 1
+            if state is JobState.CANCELLED:
+                run.cancelled += 1
+            elif state is not JobState.COMPLETED:
+                run.failed += 1
+            if run.open_jobs == 0 and not run.state.terminal:
+                self._finish_run(run, now)
+
+    def _finish_run(self, run: RunRecord, now: float, state: RunState | None = None) -> None:
+        if state is None:
+            state = RunState.CANCELLED if run.cancelled else RunState.FAILED if run.failed else RunState.SUCCEEDED
+        run.state = state
+        run.finished_at = now
+        self._emit(Journal(run.run_id))
+        self._emit(RunFinished(run.run_id, state))

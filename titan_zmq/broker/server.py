@@ -1,0 +1,254 @@
+"""The broker: a ROUTER for clients and workers, a PUB for logs and events, a REQ link to the store.
+
+The loop only moves frames, timers and journal writes; every scheduling decision is the
+scheduler's.  Order of effects for anything that changes state: the scheduler decides, the
+changed records are journaled to the store (group commit: one batch per loop iteration),
+and only then are dispatches, kills and acknowledgements sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from titan_zmq import defaults
+from titan_zmq.broker import journal
+from titan_zmq.broker.api import ClientApi
+from titan_zmq.broker.logs import LogStore
+from titan_zmq.broker.registry import WorkerConn, WorkerRegistry
+from titan_zmq.broker.scheduler import Action, Dispatch, Journal, Kill, RunFinished, Scheduler
+from titan_zmq.broker.worker_link import WorkerLink
+from titan_zmq.errors import StoreUnavailable, TitanError
+from titan_zmq.protocol import ErrorCode, Message, Op, ProtocolError, decode, encode, error, error_for
+from titan_zmq.store.client import StoreClient
+
+log = logging.getLogger("titan.broker")
+
+Handler = Callable[[bytes, Message], bytes | None]
+DRAIN_BATCH = 2000  # messages handled per loop iteration before the journal is flushed
+
+
+class Broker:
+    def __init__(
+        self,
+        bind: str = defaults.BROKER_ADDR,
+        pub: str = defaults.PUB_ADDR,
+        store: str = defaults.STORE_ADDR,
+        data_dir: str | Path = ".titan-data",
+        heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
+        liveness: int = defaults.HEARTBEAT_LIVENESS,
+        retry_backoff: float = defaults.RETRY_BACKOFF,
+        max_body: int = defaults.MAX_BODY_BYTES,
+        store_timeout: float = defaults.REQUEST_TIMEOUT,
+    ):
+        self.bind_addr, self.pub_addr = bind, pub
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.max_body = max_body
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.MAXMSGSIZE, max_body + 64)
+        self.router.bind(bind)
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.setsockopt(zmq.SNDHWM, 100_000)
+        self.pub.bind(pub)
+        self.store = StoreClient(store, timeout=store_timeout)
+        self.sched = Scheduler(retry_backoff=retry_backoff)
+        self.registry = WorkerRegistry(heartbeat_interval, liveness)
+        self.logs = LogStore(self.data_dir / "logs")
+        self.interval = heartbeat_interval
+        self.dirty: set[tuple[str, str | None]] = set()  # records changed since the last commit
+        self.held: list[Action | tuple[bytes, bytes]] = []  # sends that wait for the commit
+        self.store_ok = True
+        self.running = True
+        self.started_at = time.time()
+        self.counters = {"bad_frames": 0, "requests": 0, "dispatched": 0, "store_errors": 0}
+        self._last_tick = 0.0
+        self.api = ClientApi(self)
+        self.link = WorkerLink(self)
+        self.handlers: dict[Op, Handler] = {**self.api.handlers(), **self.link.handlers()}
+
+    # ---- loop ------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        log.info("titan-broker listening on %s (pub %s)", self.bind_addr, self.pub_addr)
+        try:
+            while self.running:
+                if poller.poll(self._poll_timeout_ms()):
+                    self._drain()
+                self._timers(time.time())
+                self.commit()
+        finally:
+            self.close()
+
+    def _drain(self) -> None:
+        for _ in range(DRAIN_BATCH):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._on_frames(frames)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        identity, frame = frames[0], frames[-1]
+        self.counters["requests"] += 1
+        if len(frames) != 2:
+            self.counters["bad_frames"] += 1
+            self.send(identity, error(ErrorCode.BAD_REQUEST, f"expected one frame per message, got {len(frames) - 1}"))
+            return
+        try:
+            msg = decode(frame, self.max_body)
+        except ProtocolError as exc:
+            self.counters["bad_frames"] += 1
+            self.send(identity, error_for(exc))
+            return
+        if msg.flags:  # a reply (ACK of a heartbeat, say): counts as liveness only
+            self.registry.seen(identity, time.time())
+            return
+        handler = self.handlers.get(msg.op)
+        try:
+            if handler is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_OP, f"op {msg.op.name} is not served by the broker")
+            out = handler(identity, msg)
+        except ProtocolError as exc:
+            self.counters["bad_frames"] += 1
+            out = error(exc.code, exc.message, msg.rid)
+        except StoreUnavailable as exc:
+            out = error(ErrorCode.STORE_UNAVAILABLE, str(exc), msg.rid)
+        except TitanError as exc:
+            out = error(exc.code, str(exc), msg.rid)
+        except Exception as exc:  # never die on a request; say what happened
+            log.exception("error handling %s", msg.op.name)
+            out = error(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}", msg.rid)
+        if out is not None:
+            self.send(identity, out)
+
+    def _poll_timeout_ms(self) -> int:
+        now = time.time()
+        wake = now + self.interval / 2
+        due = self.sched.next_due()
+        if due is not None:
+            wake = min(wake, due)
+        if self.dirty or self.held:
+            wake = min(wake, now + defaults.STORE_RETRY_INTERVAL)
+        return max(0, int((wake - now) * 1000) + 1)
+
+    def _timers(self, now: float) -> None:
+        self.apply(self.sched.tick(now))
+        for conn in self.registry.expired(now):
+            log.warning("worker %s silent for %.1fs: lost", conn.name, now - conn.last_seen)
+            self.lose_worker(conn, now)
+        for conn in self.registry.due_heartbeat(now):
+            self.send(conn.identity, encode(Op.HEARTBEAT, {}))
+        if now - self._last_tick >= self.interval:
+            self._last_tick = now
+            self.publish("hb/", {"time": now, "workers": len(self.registry)})
+
+    # ---- effects ---------------------------------------------------------------------------
+
+    def apply(self, actions: list[Action]) -> None:
+        """Take the scheduler's actions: journal entries now, sends after the next commit."""
+        for action in actions:
+            if isinstance(action, Journal):
+                self.dirty.add((action.run_id, action.job_id))
+            elif isinstance(action, RunFinished):
+                log.info("run %s %s", action.run_id, action.state.value)
+            else:
+                self.held.append(action)
+
+    def send_after_commit(self, identity: bytes, frame: bytes) -> None:
+        self.held.append((identity, frame))
+
+    def commit(self) -> bool:
+        """Journal every dirty record in one store batch, then publish and send what waited."""
+        if self.dirty:
+            dirty, self.dirty = self.dirty, set()
+            ops = journal.state_ops(self.sched.runs, dirty)
+            try:
+                if ops:
+                    self.store.batch(ops)
+            except StoreUnavailable:
+                self.dirty |= dirty
+                if self.store_ok:
+                    log.error("store unavailable: holding %d records and %d sends", len(dirty), len(self.held))
+                self.store_ok = False
+                self.counters["store_errors"] += 1
+                return False
+            if not self.store_ok:
+                log.info("store is back: journal caught up")
+            self.store_ok = True
+            self._publish_changes(dirty)
+        held, self.held = self.held, []
+        for item in held:
+            if isinstance(item, Dispatch):
+                self.link.send_dispatch(item)
+            elif isinstance(item, Kill):
+                self.link.send_kill(item)
+            elif isinstance(item, tuple):
+                self.send(item[0], item[1])
+        return True
+
+    def _publish_changes(self, dirty: set[tuple[str, str | None]]) -> None:
+        for run_id, job_id in dirty:
+            run = self.sched.runs.get(run_id)
+            if run is None:
+                continue
+            if job_id is None:
+                self.publish(f"run/{run_id}/", run.meta())
+            elif job_id in run.jobs:
+                rec = run.jobs[job_id]
+                self.publish(
+                    f"job/{run_id}/",
+                    {"run_id": run_id, "job_id": job_id, "state": rec.state.value,
+                     "attempts": rec.attempts, "worker": rec.worker},
+                )
+
+    def send(self, identity: bytes, frame: bytes) -> bool:
+        try:
+            self.router.send_multipart([identity, frame], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer is gone; EAGAIN: it is not reading
+            conn = self.registry.by_identity.get(identity)
+            if conn is not None and exc.errno == zmq.EHOSTUNREACH:
+                self.lose_worker(conn, time.time())
+            return False
+        conn = self.registry.by_identity.get(identity)
+        if conn is not None:
+            conn.last_sent = time.time()
+        return True
+
+    def publish(self, topic: str, body: dict[str, Any]) -> None:
+        self.pub.send_multipart([topic.encode(), encode(Op.DATA, body)])
+
+    def lose_worker(self, conn: WorkerConn, now: float) -> None:
+        self.registry.remove(conn)
+        if conn.name not in self.registry.by_name:
+            self.apply(self.sched.worker_lost(conn.name, now))
+
+    def new_run_id(self, name: str) -> str:
+        slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40].strip("-") or "run"
+        return f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+    def stop(self) -> None:
+        self.running = False
+
+    def close(self) -> None:
+        try:
+            self.commit()
+        except Exception:  # closing must not raise
+            log.exception("final commit failed")
+        self.logs.close()
+        self.store.close()
+        self.router.close(0)
+        self.pub.close(0)
+        self.ctx.term()

@@ -1,0 +1,163 @@
+"""The broker's side of the worker link: registration, heartbeats, attempts and their output."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from titan_zmq.broker import journal
+from titan_zmq.broker.registry import WorkerConn
+from titan_zmq.broker.scheduler import Dispatch, Kill
+from titan_zmq.errors import InvalidRequest, StoreUnavailable
+from titan_zmq.protocol import ErrorCode, Message, Op, encode, error, reply
+
+if TYPE_CHECKING:
+    from titan_zmq.broker.server import Broker, Handler
+
+log = logging.getLogger("titan.broker")
+BLOB_CACHE = 8  # project archives kept in broker memory for dispatch
+
+
+def field(msg: Message, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    """A body field of the right type, or InvalidRequest naming it."""
+    if name not in msg.body:
+        if default is ...:
+            raise InvalidRequest(f"{msg.op.name}: missing field {name!r}")
+        return default
+    value = msg.body[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidRequest(f"{msg.op.name}: field {name!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+class WorkerLink:
+    def __init__(self, broker: Broker):
+        self.b = broker
+        self._blobs: OrderedDict[str, bytes] = OrderedDict()
+
+    def handlers(self) -> dict[Op, Handler]:
+        return {
+            Op.REGISTER: self.on_register,
+            Op.HEARTBEAT: self.on_heartbeat,
+            Op.JOB_STARTED: self.on_started,
+            Op.JOB_COMPLETE: self.on_complete,
+            Op.LOG_BATCH: self.on_log_batch,
+            Op.DISCONNECT: self.on_disconnect,
+        }
+
+    def on_register(self, identity: bytes, msg: Message) -> bytes:
+        now = time.time()
+        caps = field(msg, "caps", list, ["GENERAL"])
+        running = field(msg, "running", list, [])
+        conn = WorkerConn(
+            identity=identity, name=field(msg, "name", str), host=field(msg, "host", str, "?"),
+            pid=field(msg, "pid", int, 0), caps=[str(c) for c in caps], slots=max(1, field(msg, "slots", int, 4)),
+            permanent=bool(msg.body.get("permanent", False)), registered_at=now, last_seen=now,
+        )
+        old = self.b.registry.add(conn)
+        if old is not None:
+            log.info("worker %s reconnected (new socket)", conn.name)
+        reported = [(str(r[0]), str(r[1]), int(r[2])) for r in running if isinstance(r, list) and len(r) == 3]
+        self.b.apply(self.b.sched.register_worker(conn.name, conn.caps, conn.slots, now, reported))
+        log.info("worker %s registered: host=%s caps=%s slots=%d", conn.name, conn.host, conn.caps, conn.slots)
+        return reply(msg, {"name": conn.name, "interval": self.b.interval, "liveness": self.b.registry.liveness})
+
+    def on_heartbeat(self, identity: bytes, msg: Message) -> bytes | None:
+        conn = self.b.registry.seen(identity, time.time())
+        if conn is not None:
+            return None
+        # a client ping, or a worker the broker does not know (it restarted): say so
+        return reply(msg, {"registered": False, "pub": self.b.pub_addr, "time": time.time()})
+
+
+    def on_started(self, identity: bytes, msg: Message) -> bytes | None:
+        conn = self.b.registry.seen(identity, time.time())
+        if conn is None:
+            return error("unregistered", "worker is not registered; register again", msg.rid)
+        self.b.apply(self.b.sched.job_started(
+            conn.name, field(msg, "run_id", str), field(msg, "job_id", str), field(msg, "attempt", int), time.time()
+        ))
+        return None
+
+    def on_complete(self, identity: bytes, msg: Message) -> bytes | None:
+        conn = self.b.registry.seen(identity, time.time())
+        if conn is None:
+            return error("unregistered", "worker is not registered; register again", msg.rid)
+        run_id, job_id, attempt = field(msg, "run_id", str), field(msg, "job_id", str), field(msg, "attempt", int)
+        actions = self.b.sched.job_finished(
+            conn.name, run_id, job_id, attempt, field(msg, "exit_code", int),
+            time.time(), msg.body.get("error"),
+        )
+        self.b.apply(actions)
+        # acknowledged only once the outcome is journaled: until then the worker keeps it in its outbox
+        self.b.send_after_commit(identity, reply(msg, {"run_id": run_id, "job_id": job_id, "attempt": attempt}))
+        return None
+
+    def on_log_batch(self, identity: bytes, msg: Message) -> bytes | None:
+        self.b.registry.seen(identity, time.time())
+        run_id, job_id = field(msg, "run_id", str), field(msg, "job_id", str)
+        lines = field(msg, "lines", list)
+        if run_id not in self.b.sched.runs or job_id not in self.b.sched.runs[run_id].jobs:
+            return None  # output of a job this broker does not know: nothing to attach it to
+        records = self.b.logs.append(
+            run_id, job_id, field(msg, "attempt", int), field(msg, "seq", int),
+            [(str(s), str(t)) for s, t in lines], time.time(),
+        )
+        if records:
+            self.b.publish(f"log/{run_id}/{job_id}/", {"run_id": run_id, "job_id": job_id, "lines": records})
+        return None
+
+    def on_disconnect(self, identity: bytes, msg: Message) -> bytes | None:
+        conn = self.b.registry.by_identity.get(identity)
+        if conn is not None:
+            log.info("worker %s disconnected", conn.name)
+            self.b.lose_worker(conn, time.time())
+        return None
+
+    # ---- sends -------------------------------------------------------------------------------
+
+    def send_dispatch(self, action: Dispatch) -> None:
+        conn = self.b.registry.by_name.get(action.worker)
+        if conn is None:
+            return  # lost meanwhile: the scheduler already re-queued the attempt
+        rec = self.b.sched.runs[action.run_id].jobs[action.job_id]
+        body: dict[str, Any] = {
+            "run_id": action.run_id, "job_id": action.job_id, "attempt": action.attempt, "spec": rec.spec.to_wire(),
+        }
+        project = rec.spec.project
+        if project and project not in conn.blobs:
+            data = self._blob(project)
+            if data is not None:
+                body["project_data"] = data
+                conn.blobs.add(project)
+        if self.b.send(conn.identity, encode(Op.DISPATCH, body)):
+            self.b.counters["dispatched"] += 1
+
+    def send_kill(self, action: Kill) -> None:
+        conn = self.b.registry.by_name.get(action.worker)
+        if conn is not None:
+            self.b.send(conn.identity, encode(Op.KILL_JOB, {
+                "run_id": action.run_id, "job_id": action.job_id, "attempt": action.attempt,
+            }))
+
+    def remember_blob(self, blob_id: str, data: bytes) -> None:
+        self._blobs[blob_id] = data
+        self._blobs.move_to_end(blob_id)
+        while len(self._blobs) > BLOB_CACHE:
+            self._blobs.popitem(last=False)
+
+    def _blob(self, blob_id: str) -> bytes | None:
+        if blob_id in self._blobs:
+            return self._blobs[blob_id]
+        try:
+            data = self.b.store.get(journal.BLOB + blob_id)
+        except StoreUnavailable:
+            return None
+        if isinstance(data, bytes):
+            self.remember_blob(blob_id, data)
+            return data
+        return None
+
+

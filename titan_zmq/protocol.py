@@ -1,0 +1,176 @@
+"""The wire protocol: one place for the frame layout, the op codes and encode/decode.
+
+Every message between titan processes is one ZeroMQ frame (a ROUTER adds the peer
+identity frame in front of it)::
+
+    offset 0  version  u8   = 1
+    offset 1  op       u8   Op IntEnum
+    offset 2  flags    u8   bit0 REPLY, bit1 ERROR; others 0
+    offset 3  reserved u8   = 0
+    offset 4  length   u32  big-endian, length of the body in bytes
+    offset 8  body     msgpack map (never pickle)
+
+Requests carry a request id under ``rid``; replies echo it, so one socket can have
+many requests in flight.  There are no in-band delimiters: every field is a msgpack
+value, so user data may contain anything.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum, IntFlag
+from typing import Any
+
+import msgpack
+
+from titan_zmq.defaults import MAX_BODY_BYTES
+
+VERSION = 1
+HEADER = struct.Struct(">BBBBI")
+HEADER_SIZE = HEADER.size  # 8
+
+
+class Op(IntEnum):
+    """Operation codes; original Titan values kept where the meaning is the same."""
+
+    HEARTBEAT = 0x01  # liveness ping, both directions; also "ping" for clients and the store
+    REGISTER = 0x02  # worker -> broker: who I am, what I can run, what I am running
+    SUBMIT_JOB = 0x03  # client -> broker: one job (a run of one job)
+    SUBMIT_DAG = 0x04  # client -> broker: a run of several jobs
+    STOP = 0x07  # client -> broker/store: shut down cleanly
+    STATS = 0x08  # client -> broker/store: counters
+    JOB_COMPLETE = 0x12  # worker -> broker: an attempt ended (kept in the worker outbox until ACK)
+    GET_LOGS = 0x16  # client -> broker: the complete log of a job
+    LOG_BATCH = 0x17  # worker -> broker: a batch of output lines with a sequence number
+    DISPATCH = 0x20  # broker -> worker: run this attempt
+    JOB_STARTED = 0x21  # worker -> broker: the process of an attempt started
+    KILL_JOB = 0x22  # broker -> worker: kill this attempt's process group
+    ADD_JOBS = 0x23  # client (often a running job) -> broker: add jobs to an existing run
+    LIST_WORKERS = 0x24  # client -> broker: the worker registry
+    LIST_RUNS = 0x25  # client -> broker: known runs, newest first
+    DISCONNECT = 0x26  # worker -> broker: leaving cleanly
+    ACK = 0x50  # generic positive reply
+    ERROR = 0x51  # generic error reply: {"code", "message"}
+    DATA = 0x52  # generic reply carrying data
+    UPLOAD_ASSET = 0x53  # client -> broker: store a named blob
+    FETCH_ASSET = 0x54  # client/worker -> broker: fetch a named blob
+    GET_JOB_STATUS = 0x55  # client -> broker: the state of a run and its jobs
+    CANCEL_JOB = 0x56  # client -> broker: cancel a job (and descendants) or a whole run
+    KV_SET = 0x60  # key -> value (optional ttl seconds)
+    KV_GET = 0x61
+    KV_SADD = 0x62  # returns 1 when the member is new, 0 when present
+    KV_SMEMBERS = 0x63
+    KV_DEL = 0x64
+    KV_INCR = 0x65
+    KV_SREM = 0x66
+    KV_KEYS = 0x67  # keys (and set names) by prefix
+    KV_BATCH = 0x68  # several mutations applied and journaled as one unit
+    KV_COMPACT = 0x69  # rewrite the append-only file
+
+
+class Flag(IntFlag):
+    NONE = 0
+    REPLY = 0x01
+    ERROR = 0x02
+
+
+class ErrorCode:
+    """Error codes carried in ERROR bodies (strings, so they read well in logs)."""
+
+    SHORT_FRAME = "short_frame"
+    BAD_VERSION = "bad_version"
+    LENGTH_MISMATCH = "length_mismatch"
+    UNKNOWN_OP = "unknown_op"
+    OVERSIZE = "oversize"
+    BAD_BODY = "bad_body"
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    INVALID = "invalid"
+    STORE_UNAVAILABLE = "store_unavailable"
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """A frame that cannot be decoded; ``code`` is one of :class:`ErrorCode`."""
+
+    def __init__(self, code: str, message: str, op: int | None = None, rid: Any = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.op = op
+        self.rid = rid
+
+
+@dataclass(frozen=True)
+class Message:
+    op: Op
+    body: dict[str, Any] = field(default_factory=dict)
+    flags: int = 0
+
+    @property
+    def rid(self) -> Any:
+        return self.body.get("rid")
+
+    @property
+    def is_error(self) -> bool:
+        return bool(self.flags & Flag.ERROR)
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def encode(op: int, body: dict[str, Any] | None = None, flags: int = 0) -> bytes:
+    payload = pack(body if body is not None else {})
+    return HEADER.pack(VERSION, int(op), int(flags), 0, len(payload)) + payload
+
+
+def reply(request: Message, body: dict[str, Any] | None = None, op: Op = Op.ACK) -> bytes:
+    """Encode a reply to ``request`` echoing its request id."""
+    out = dict(body or {})
+    if request.rid is not None:
+        out["rid"] = request.rid
+    return encode(op, out, Flag.REPLY)
+
+
+def error(code: str, message: str, rid: Any = None, **extra: Any) -> bytes:
+    body: dict[str, Any] = {"code": code, "message": message, **extra}
+    if rid is not None:
+        body["rid"] = rid
+    return encode(Op.ERROR, body, Flag.REPLY | Flag.ERROR)
+
+
+def error_for(exc: ProtocolError) -> bytes:
+    return error(exc.code, exc.message, exc.rid)
+
+
+def decode(frame: bytes, max_body: int = MAX_BODY_BYTES) -> Message:
+    """Decode one frame; raise :class:`ProtocolError` for anything malformed."""
+    if len(frame) < HEADER_SIZE:
+        raise ProtocolError(ErrorCode.SHORT_FRAME, f"frame of {len(frame)} bytes is shorter than the 8-byte header")
+    version, op, flags, _reserved, length = HEADER.unpack_from(frame)
+    if version != VERSION:
+        raise ProtocolError(ErrorCode.BAD_VERSION, f"protocol version {version} is not supported (want {VERSION})")
+    if length > max_body:
+        raise ProtocolError(ErrorCode.OVERSIZE, f"body of {length} bytes exceeds the cap of {max_body}")
+    if length != len(frame) - HEADER_SIZE:
+        raise ProtocolError(
+            ErrorCode.LENGTH_MISMATCH,
+            f"header says {length} body bytes, frame has {len(frame) - HEADER_SIZE}",
+        )
+    try:
+        op_code = Op(op)
+    except ValueError:
+        raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op 0x{op:02x}") from None
+    try:
+        body = unpack(frame[HEADER_SIZE:]) if length else {}
+    except Exception as exc:  # msgpack raises several types (ExtraData, ValueError, StackError...)
+        raise ProtocolError(ErrorCode.BAD_BODY, f"body is not valid msgpack: {exc}", op=op_code) from None
+    if not isinstance(body, dict):
+        raise ProtocolError(ErrorCode.BAD_BODY, f"body must be a msgpack map, got {type(body).__name__}", op=op_code)
+    return Message(op_code, body, flags)

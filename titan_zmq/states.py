@@ -1,0 +1,36 @@
+"""Job and run states (str Enums, so they travel and print as plain text)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class JobState(str, Enum):
+    PENDING = "PENDING"  # waiting for its parents
+    DELAYED = "DELAYED"  # parents done; waiting for its delay (or a retry backoff) to pass
+    QUEUED = "QUEUED"  # ready, waiting for a capable worker with a free slot
+    RUNNING = "RUNNING"  # an attempt is assigned to a worker
+    COMPLETED = "COMPLETED"  # an attempt exited 0
+    FAILED = "FAILED"  # an attempt failed; a retry is scheduled
+    DEAD = "DEAD"  # retries exhausted
+    CANCELLED = "CANCELLED"  # cancelled by a user (directly or through an ancestor)
+    SKIPPED = "SKIPPED"  # an upstream job died or was cancelled, so this one never ran
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"  # held at a human approval gate
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_JOB_STATES
+
+
+TERMINAL_JOB_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.SKIPPED})
+
+
+class RunState(str, Enum):
+    RUNNING = "RUNNING"  # at least one job is not finished
+    SUCCEEDED = "SUCCEEDED"  # every job COMPLETED
+    FAILED = "FAILED"  # a job ended DEAD (its downstream SKIPPED)
+    CANCELLED = "CANCELLED"  # a job or the whole run was cancelled
+
+    @property
+    def terminal(self) -> bool:
+        return self is not RunState.RUNNING

@@ -1,0 +1,101 @@
+"""The store's REP socket loop: receive a frame, let :class:`StoreService` answer, reply.
+
+The loop polls with a timeout so the everysec fsync, the TTL sweep and a stop request
+(STOP, SIGTERM) are handled even when no request arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import zmq
+
+from titan_zmq import defaults, protocol
+from titan_zmq.protocol import ErrorCode
+from titan_zmq.store.service import StoreService
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 100  # loop wake-up interval: bounds stop latency and everysec fsync jitter
+STOP_LINGER_MS = 500  # on close, give the STOP reply this long to get out
+# Replied when even building an error reply failed, so the REP socket still answers once.
+_FALLBACK = protocol.error(ErrorCode.INTERNAL, "internal error while building the reply")
+
+
+class StoreServer:
+    """A REP socket bound to ``bind`` serving a :class:`StoreService` on ``data_dir``.
+
+    The AOF is replayed before the socket is bound, so a corrupt file
+    (:class:`~titan_zmq.errors.AOFCorrupt`) fails construction and nothing listens.
+    """
+
+    def __init__(
+        self,
+        bind: str = defaults.STORE_ADDR,
+        data_dir: str | Path = ".titan-data",
+        fsync: str = defaults.FSYNC,
+        *,
+        context: zmq.Context | None = None,
+        compact_min_bytes: int = defaults.COMPACT_MIN_BYTES,
+        compact_ratio: float = defaults.COMPACT_RATIO,
+    ):
+        self.bind = bind
+        self.service = StoreService(
+            data_dir, fsync, compact_min_bytes=compact_min_bytes, compact_ratio=compact_ratio
+        )
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self.socket = self.context.socket(zmq.REP)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        try:
+            self.socket.bind(bind)
+        except zmq.ZMQError:
+            self.close()
+            raise
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        """Ask the loop to exit after the current request (safe from a signal handler)."""
+        self._stop_requested = True
+
+    @property
+    def failed(self) -> bool:
+        """True when the loop stopped because the journal could not be written."""
+        return self.service.failed
+
+    def serve_forever(self) -> None:
+        """Serve until STOP, :meth:`request_stop` or a journal failure."""
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        log.info("titan-store listening on %s (fsync=%s)", self.bind, self.service.aof.fsync)
+        while not (self._stop_requested or self.service.stopped):
+            if poller.poll(POLL_MS):
+                parts = self.socket.recv_multipart()
+                self.socket.send(self._answer(parts))
+            self.service.tick()
+
+    def _answer(self, parts: list[bytes]) -> bytes:
+        if len(parts) != 1:
+            self.service.counters["requests"] += 1
+            self.service.counters["bad_frames"] += 1
+            return protocol.error(ErrorCode.BAD_REQUEST, f"expected one frame per request, got {len(parts)}")
+        try:
+            return self.service.handle(parts[0])
+        except Exception:
+            log.exception("failed to build a reply")
+            return _FALLBACK
+
+    def close(self) -> None:
+        """Flush and fsync the AOF, close the socket; safe to call twice."""
+        self.service.close()
+        if not self.socket.closed:
+            self.socket.close(linger=STOP_LINGER_MS)
+        if self._own_context:
+            self.context.term()
+
+    def __enter__(self) -> StoreServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

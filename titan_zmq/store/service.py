@@ -1,0 +1,287 @@
+"""Request handling for the store: frame in, reply frame out, journal in between.
+
+No sockets here (the REP loop is in ``server.py``), so every op is unit-testable.  Each
+AOF record is the list of effects of one request (see ``engine.Engine.execute``), so a
+KV_BATCH is journaled, replayed and lost to a torn write as one unit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from titan_zmq import defaults, protocol
+from titan_zmq.errors import AOFCorrupt, InvalidRequest, TitanError
+from titan_zmq.protocol import ErrorCode, Message, Op, ProtocolError
+from titan_zmq.store.aof import AOF
+from titan_zmq.store.engine import Engine
+
+log = logging.getLogger(__name__)
+
+AOF_NAME = "store.aof"
+SWEEP_INTERVAL = 1.0  # seconds between sweeps of expired keys
+SNAPSHOT_RECORD_OPS = 1000  # compaction groups at most this many ops per record...
+SNAPSHOT_RECORD_BYTES = 1 << 20  # ...or about this many value bytes
+
+Handler = Callable[[Message], bytes]
+
+
+class BadField(Exception):
+    """A request field is missing or has the wrong type (replied as BAD_REQUEST)."""
+
+
+class JournalFailed(Exception):
+    """The AOF could not be written; the store stops rather than serve unpersisted state."""
+
+
+def field(body: dict[str, Any], name: str, kinds: type | tuple[type, ...], default: Any = ...) -> Any:
+    """``body[name]`` checked against ``kinds`` (bools never pass as numbers)."""
+    if name not in body:
+        if default is ...:
+            raise BadField(f"missing field '{name}'")
+        return default
+    value = body[name]
+    allowed = kinds if isinstance(kinds, tuple) else (kinds,)
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        want = " or ".join(k.__name__ for k in allowed)
+        raise BadField(f"field '{name}' must be {want}, got {type(value).__name__}")
+    return value
+
+
+def check_ttl(ttl: Any, where: str) -> float | None:
+    """A ttl is None or a positive number of seconds."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
+        raise BadField(f"{where} must be a positive number of seconds, got {ttl!r:.40}")
+    return float(ttl)
+
+
+def chunked(ops: Iterable[list[Any]]) -> Iterator[list[list[Any]]]:
+    """Group snapshot ops into AOF records of bounded size."""
+    record: list[list[Any]] = []
+    size = 0
+    for op in ops:
+        record.append(op)
+        size += sum(len(x) for x in op if isinstance(x, bytes | str))
+        if len(record) >= SNAPSHOT_RECORD_OPS or size >= SNAPSHOT_RECORD_BYTES:
+            yield record
+            record, size = [], 0
+    if record:
+        yield record
+
+
+class StoreService:
+    """The store's state plus its journal, driven one request frame at a time."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        fsync: str = defaults.FSYNC,
+        *,
+        clock: Callable[[], float] = time.time,
+        compact_min_bytes: int = defaults.COMPACT_MIN_BYTES,
+        compact_ratio: float = defaults.COMPACT_RATIO,
+    ):
+        self.engine = Engine(clock)
+        self.aof = AOF(Path(data_dir) / AOF_NAME, fsync)
+        try:
+            self._load()
+        except BaseException:
+            self.aof.close()
+            raise
+        self.compact_min_bytes = compact_min_bytes
+        self.compact_ratio = compact_ratio
+        self._compacted_size = 0  # live size at the last compaction; 0 = not known yet
+        self._last_sweep = time.monotonic()
+        self.stopped = False  # set by STOP or a journal failure; the loop exits
+        self.failed = False  # the journal failed: exit non-zero
+        self.counters = {"requests": 0, "bad_frames": 0, "errors": 0, "compactions": 0}
+        self.handlers: dict[Op, Handler] = {
+            Op.HEARTBEAT: self.on_ping,
+            Op.STOP: self.on_stop,
+            Op.STATS: self.on_stats,
+            Op.KV_SET: self.on_set,
+            Op.KV_GET: self.on_get,
+            Op.KV_DEL: self.on_del,
+            Op.KV_INCR: self.on_incr,
+            Op.KV_SADD: self.on_sadd,
+            Op.KV_SREM: self.on_srem,
+            Op.KV_SMEMBERS: self.on_smembers,
+            Op.KV_KEYS: self.on_keys,
+            Op.KV_BATCH: self.on_batch,
+            Op.KV_COMPACT: self.on_compact,
+        }
+
+    def _load(self) -> None:
+        records = 0
+        for offset, record in self.aof.scan():
+            try:
+                if not isinstance(record, list):
+                    raise InvalidRequest(f"a record must be a list of ops, got {type(record).__name__}")
+                self.engine.execute(record)
+            except InvalidRequest as exc:
+                raise AOFCorrupt(
+                    f"{self.aof.path}: the record at byte offset {offset} is not a valid mutation "
+                    f"({exc}); run `titan-store --repair` to truncate it at the last good record"
+                ) from None
+            records += 1
+        keys, sets = self.engine.counts()
+        log.info("replayed %d records from %s: %d keys, %d sets", records, self.aof.path, keys, sets)
+
+    # -- the request path ----------------------------------------------------------
+
+    def handle(self, frame: bytes) -> bytes:
+        """Decode one request frame and return exactly one reply frame."""
+        self.counters["requests"] += 1
+        try:
+            msg = protocol.decode(frame)
+        except ProtocolError as exc:
+            self.counters["bad_frames"] += 1
+            return protocol.error_for(exc)
+        handler = self.handlers.get(msg.op)
+        if handler is None:
+            self.counters["bad_frames"] += 1
+            return protocol.error(ErrorCode.UNKNOWN_OP, f"the store does not serve {msg.op.name}", msg.rid)
+        try:
+            return handler(msg)
+        except BadField as exc:
+            self.counters["errors"] += 1
+            return protocol.error(ErrorCode.BAD_REQUEST, f"{msg.op.name}: {exc}", msg.rid)
+        except TitanError as exc:
+            self.counters["errors"] += 1
+            return protocol.error(exc.code, exc.message, msg.rid)
+        except JournalFailed as exc:
+            self.counters["errors"] += 1
+            return protocol.error(ErrorCode.INTERNAL, str(exc), msg.rid)
+        except Exception as exc:  # a bug must not take the store down; the REP socket must reply
+            self.counters["errors"] += 1
+            log.exception("internal error handling %s", msg.op.name)
+            return protocol.error(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}", msg.rid)
+
+    def _mutate(self, ops: list[list[Any]]) -> list[Any]:
+        """Apply ops atomically and journal their effects as one record before replying."""
+        results, effects = self.engine.execute(ops)
+        if effects:
+            try:
+                self.aof.append([effects])
+            except Exception as exc:
+                self.stopped = self.failed = True
+                log.critical("cannot write %s: %s; stopping", self.aof.path, exc)
+                raise JournalFailed(
+                    f"journal write failed ({exc}); the store is stopping rather than serve state it "
+                    "could not persist"
+                ) from exc
+        return results
+
+    def tick(self) -> None:
+        """Periodic work: everysec fsync, TTL sweep, auto-compaction."""
+        self.aof.tick()
+        now = time.monotonic()
+        if now - self._last_sweep >= SWEEP_INTERVAL:
+            self._last_sweep = now
+            self.engine.sweep()
+        size = self.aof.size
+        if size >= self.compact_min_bytes and size >= self.compact_ratio * self._compacted_size:
+            try:
+                before, after = self.compact()
+                log.info("auto-compacted %s: %d -> %d bytes", self.aof.path, before, after)
+            except Exception:
+                log.exception("auto-compaction failed; the old file is intact")
+                self._compacted_size = size  # do not retry on every tick
+
+    def compact(self) -> tuple[int, int]:
+        """Rewrite the AOF from a snapshot; return (bytes before, bytes after)."""
+        before = self.aof.size
+        after = self.aof.rewrite(chunked(self.engine.snapshot()))
+        self._compacted_size = after
+        self.counters["compactions"] += 1
+        return before, after
+
+    def close(self) -> None:
+        self.aof.close()
+
+    # -- handlers ------------------------------------------------------------------
+
+    def _expire_at(self, ttl: float | None) -> float | None:
+        return None if ttl is None else self.engine.clock() + ttl
+
+    def on_ping(self, msg: Message) -> bytes:
+        return protocol.reply(msg, {}, Op.ACK)
+
+    def on_stop(self, msg: Message) -> bytes:
+        self.stopped = True
+        return protocol.reply(msg, {}, Op.ACK)
+
+    def on_stats(self, msg: Message) -> bytes:
+        keys, sets = self.engine.counts()
+        body = {
+            "keys": keys,
+            "sets": sets,
+            "aof_bytes": self.aof.size,
+            "fsync": self.aof.fsync,
+            **self.counters,
+        }
+        return protocol.reply(msg, body, Op.DATA)
+
+    def on_set(self, msg: Message) -> bytes:
+        key = field(msg.body, "key", str)
+        value = field(msg.body, "value", (bytes, str))
+        ttl = check_ttl(msg.body.get("ttl"), "field 'ttl'")
+        self._mutate([["set", key, value, self._expire_at(ttl)]])
+        return protocol.reply(msg, {}, Op.ACK)
+
+    def on_get(self, msg: Message) -> bytes:
+        value = self.engine.get(field(msg.body, "key", str))
+        return protocol.reply(msg, {"found": value is not None, "value": value}, Op.DATA)
+
+    def on_del(self, msg: Message) -> bytes:
+        (deleted,) = self._mutate([["del", field(msg.body, "key", str)]])
+        return protocol.reply(msg, {"deleted": deleted}, Op.ACK)
+
+    def on_incr(self, msg: Message) -> bytes:
+        key = field(msg.body, "key", str)
+        by = field(msg.body, "by", int, 1)
+        (value,) = self._mutate([["incr", key, by]])
+        return protocol.reply(msg, {"value": value}, Op.DATA)
+
+    def on_sadd(self, msg: Message) -> bytes:
+        op = ["sadd", field(msg.body, "key", str), field(msg.body, "member", (bytes, str))]
+        (added,) = self._mutate([op])
+        return protocol.reply(msg, {"added": added}, Op.DATA)
+
+    def on_srem(self, msg: Message) -> bytes:
+        op = ["srem", field(msg.body, "key", str), field(msg.body, "member", (bytes, str))]
+        (removed,) = self._mutate([op])
+        return protocol.reply(msg, {"removed": removed}, Op.DATA)
+
+    def on_smembers(self, msg: Message) -> bytes:
+        members = self.engine.smembers(field(msg.body, "key", str))
+        return protocol.reply(msg, {"members": members}, Op.DATA)
+
+    def on_keys(self, msg: Message) -> bytes:
+        prefix = field(msg.body, "prefix", str, "")
+        if field(msg.body, "values", bool, False):
+            return protocol.reply(msg, {"items": self.engine.items(prefix)}, Op.DATA)
+        return protocol.reply(msg, {"keys": self.engine.keys(prefix)}, Op.DATA)
+
+    def on_batch(self, msg: Message) -> bytes:
+        ops = field(msg.body, "ops", list)
+        converted = []
+        for index, op in enumerate(ops):
+            if isinstance(op, list) and len(op) == 4 and op[0] == "set":
+                try:
+                    ttl = check_ttl(op[3], "ttl")
+                except BadField as exc:
+                    raise InvalidRequest(f"op {index}: {exc}") from None
+                op = ["set", op[1], op[2], self._expire_at(ttl)]
+            converted.append(op)
+        results = self._mutate(converted)
+        return protocol.reply(msg, {"results": results}, Op.DATA)
+
+    def on_compact(self, msg: Message) -> bytes:
+        before, after = self.compact()
+        return protocol.reply(msg, {"before": before, "after": after}, Op.ACK)

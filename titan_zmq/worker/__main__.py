@@ -1,0 +1,41 @@
+"""`titan-worker`: run a worker."""
+
+from __future__ import annotations
+
+import click
+
+from titan_zmq import defaults
+from titan_zmq.cli_common import on_stop_signals, setup_logging
+from titan_zmq.worker.agent import WorkerAgent
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--broker", envvar="TITAN_BROKER", show_envvar=True, default=defaults.BROKER_ADDR,
+              help="Broker ROUTER address.")
+@click.option("--capability", "capabilities", envvar="TITAN_CAPABILITIES", show_envvar=True, multiple=True,
+              help="Capability tag (repeatable; env var space-separated). Default GENERAL.")
+@click.option("--slots", envvar="TITAN_SLOTS", show_envvar=True, type=int, default=defaults.SLOTS,
+              help="Jobs run at once.")
+@click.option("--permanent/--no-permanent", envvar="TITAN_PERMANENT", show_envvar=True, default=False,
+              help="Mark the worker permanent (never scaled down).")
+@click.option("--workspace", envvar="TITAN_WORKSPACE_DIR", show_envvar=True, default=".titan-work",
+              help="Directory for attempt workspaces, run directories and project archives.")
+@click.option("--name", envvar="TITAN_WORKER_NAME", show_envvar=True, default=None,
+              help="Worker name (default host-pid-random).")
+@click.option("--heartbeat-interval", envvar="TITAN_HEARTBEAT_INTERVAL", show_envvar=True, type=float,
+              default=defaults.HEARTBEAT_INTERVAL)
+@click.option("--liveness", envvar="TITAN_LIVENESS", show_envvar=True, type=int, default=defaults.HEARTBEAT_LIVENESS)
+@click.option("--log-level", envvar="TITAN_LOG_LEVEL", show_envvar=True, default="INFO")
+def main(broker: str, capabilities: tuple[str, ...], slots: int, permanent: bool, workspace: str,
+         name: str | None, heartbeat_interval: float, liveness: int, log_level: str) -> None:
+    """Run a titan worker: runs the jobs the broker sends it."""
+    setup_logging(log_level)
+    caps = [c.upper() for c in capabilities] or [defaults.CAPABILITY]
+    agent = WorkerAgent(broker=broker, capabilities=caps, slots=slots, permanent=permanent,
+                        workspace=workspace, name=name, heartbeat_interval=heartbeat_interval, liveness=liveness)
+    on_stop_signals(agent.stop)
+    agent.serve()
+
+
+if __name__ == "__main__":
+    main()

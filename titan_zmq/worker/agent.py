@@ -1,0 +1,254 @@
+"""The worker agent: a DEALER link to the broker and the loop that drives the executor.
+
+Paranoid-Pirate style: any message from the broker counts as a heartbeat; when the broker
+is silent for interval x liveness, the worker closes its socket, opens a new one with a
+fresh identity (backoff 1 s doubling to 32 s) and registers again, reporting the attempts
+it is still running.  Completions stay in an outbox until the broker acknowledges them,
+so an outcome is never lost to a broker restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from titan_zmq import defaults
+from titan_zmq.protocol import Flag, Message, Op, ProtocolError, decode, encode
+from titan_zmq.worker.executor import AttemptKey, Executor, Finished
+from titan_zmq.worker.workspace import Workspace
+
+log = logging.getLogger("titan.worker")
+
+
+class WorkerAgent:
+    def __init__(
+        self,
+        broker: str = defaults.BROKER_ADDR,
+        capabilities: list[str] | None = None,
+        slots: int = defaults.SLOTS,
+        permanent: bool = False,
+        workspace: str | Path = ".titan-work",
+        name: str | None = None,
+        heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
+        liveness: int = defaults.HEARTBEAT_LIVENESS,
+    ):
+        self.broker = broker
+        self.caps = capabilities or [defaults.CAPABILITY]
+        self.slots = slots
+        self.permanent = permanent
+        self.host = socket.gethostname()
+        self.name = name or f"{self.host}-{os.getpid()}-{secrets.token_hex(2)}"
+        self.workspace = Workspace(workspace)
+        self.interval = heartbeat_interval
+        self.liveness = liveness
+        self.executor = Executor()
+        self.outbox: dict[AttemptKey, dict[str, Any]] = {}  # completions not yet acknowledged
+        self.ctx = zmq.Context()
+        self.sock: zmq.Socket | None = None
+        self.running = True
+        self.registered = False
+        self.last_recv = self.last_sent = 0.0
+        self.reconnect_delay = defaults.RECONNECT_MIN
+        self.next_connect = 0.0
+        self.handlers: dict[Op, Callable[[Message], None]] = {
+            Op.DISPATCH: self.on_dispatch,
+            Op.KILL_JOB: self.on_kill,
+            Op.HEARTBEAT: self.on_heartbeat,
+            Op.ACK: self.on_ack,
+            Op.ERROR: self.on_error,
+        }
+
+    # ---- link ------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, b"w-" + secrets.token_bytes(8))  # never reuse identities
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 200)
+        self.sock.connect(self.broker)
+        self.registered = False
+        now = time.time()
+        self.last_recv = now
+        self.send(Op.REGISTER, {
+            "name": self.name, "host": self.host, "pid": os.getpid(), "caps": self.caps, "slots": self.slots,
+            "permanent": self.permanent, "running": [list(k) for k in self.executor.running() if k not in self.outbox],
+        })
+        for body in self.outbox.values():  # outcomes the broker may not have recorded yet
+            self.send(Op.JOB_COMPLETE, body)
+
+    def send(self, op: Op, body: dict[str, Any]) -> None:
+        assert self.sock is not None
+        self.sock.send(encode(op, body))
+        self.last_sent = time.time()
+
+    # ---- loop ------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        log.info("titan-worker %s connecting to %s caps=%s slots=%d", self.name, self.broker, self.caps, self.slots)
+        self.connect()
+        try:
+            while self.running:
+                self._step()
+        finally:
+            self.shutdown()
+
+    def _step(self) -> None:
+        assert self.sock is not None
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        for fd in self.executor.fds():
+            poller.register(fd, zmq.POLLIN)
+        now = time.time()
+        wake = min(self.last_sent + self.interval, self.last_recv + self.interval * self.liveness)
+        flush = self.executor.next_flush()
+        if flush is not None:
+            wake = min(wake, flush)
+        if self.executor.attempts:
+            wake = min(wake, now + 0.05)  # notice exits of jobs that print nothing
+        timeout = max(0, int((wake - now) * 1000) + 1)
+        for item, _ in poller.poll(timeout):
+            if item is self.sock:
+                self._drain()
+            else:
+                self.executor.read(item)
+        now = time.time()
+        self._send_logs(now)
+        for fin in self.executor.poll(now):
+            self._finish(fin)
+        if now - self.last_sent >= self.interval:
+            self.send(Op.HEARTBEAT, {})
+        if now - self.last_recv > self.interval * self.liveness and now >= self.next_connect:
+            log.warning("broker silent for %.1fs: reconnecting", now - self.last_recv)
+            self.next_connect = now + self.reconnect_delay
+            self.reconnect_delay = min(self.reconnect_delay * 2, defaults.RECONNECT_MAX)
+            self.connect()
+
+    def _drain(self) -> None:
+        assert self.sock is not None
+        while True:
+            try:
+                frame = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.last_recv = time.time()
+            try:
+                msg = decode(frame)
+            except ProtocolError as exc:
+                log.warning("bad frame from broker: %s", exc.message)
+                continue
+            handler = self.handlers.get(msg.op)
+            if handler is not None:
+                try:
+                    handler(msg)
+                except Exception:
+                    log.exception("error handling %s", msg.op.name)
+
+    def _send_logs(self, now: float, force: bool = False) -> None:
+        for att, seq, lines in self.executor.batches(now, force):
+            run_id, job_id, attempt = att.key
+            self.send(Op.LOG_BATCH, {"run_id": run_id, "job_id": job_id, "attempt": attempt, "seq": seq, "lines": lines})
+
+    def _finish(self, fin: Finished) -> None:
+        self._send_logs(time.time(), force=True)  # every line goes out before the outcome
+        self.executor.forget(fin.key)
+        run_id, job_id, attempt = fin.key
+        body = {"run_id": run_id, "job_id": job_id, "attempt": attempt, "exit_code": fin.exit_code, "error": fin.error}
+        self.outbox[fin.key] = body
+        log.info("%s/%s attempt %d ended: exit %d", run_id, job_id, attempt, fin.exit_code)
+        self.send(Op.JOB_COMPLETE, body)
+
+    # ---- messages from the broker ------------------------------------------------------------
+
+    def on_dispatch(self, msg: Message) -> None:
+        b = msg.body
+        key: AttemptKey = (b["run_id"], b["job_id"], int(b["attempt"]))
+        if key in self.executor.attempts or key in self.outbox:
+            return  # already running or done: a duplicate dispatch is not a second execution
+        spec = b.get("spec", {})
+        try:
+            if b.get("project_data") is not None and spec.get("project"):
+                self.workspace.save_blob(spec["project"], b["project_data"])
+            argv, cwd = self.workspace.prepare(key[0], key[1], key[2], spec)
+            env = self._env(key, spec, cwd)
+            att = self.executor.start(key, argv, env, str(cwd), spec.get("timeout"))
+        except Exception as exc:  # a job that cannot start is a failed attempt, with the reason in its log
+            reason = f"cannot start job: {exc}"
+            log.warning("%s/%s: %s", key[0], key[1], reason)
+            self.send(Op.LOG_BATCH, {"run_id": key[0], "job_id": key[1], "attempt": key[2], "seq": 0,
+                                     "lines": [["stderr", f"[titan] {reason}"]]})
+            body = {"run_id": key[0], "job_id": key[1], "attempt": key[2], "exit_code": 127, "error": reason}
+            self.outbox[key] = body
+            self.send(Op.JOB_COMPLETE, body)
+            return
+        self.send(Op.JOB_STARTED, {"run_id": key[0], "job_id": key[1], "attempt": key[2], "pid": att.pid})
+
+    def _env(self, key: AttemptKey, spec: dict[str, Any], cwd: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "TITAN_BROKER": self.broker, "TITAN_RUN_ID": key[0], "TITAN_JOB_ID": key[1],
+            "TITAN_ATTEMPT": str(key[2]), "TITAN_SHARED_DIR": str(self.workspace.shared_dir(key[0])),
+            "TITAN_WORKSPACE": str(cwd), "TITAN_WORKER": self.name, "PYTHONUNBUFFERED": "1",
+        })
+        if spec.get("project"):
+            env["TITAN_PROJECT_DIR"] = str(self.workspace.run_dir(key[0]) / "project")
+        env.update({str(k): str(v) for k, v in spec.get("env", {}).items()})
+        return env
+
+    def on_kill(self, msg: Message) -> None:
+        key: AttemptKey = (msg.body["run_id"], msg.body["job_id"], int(msg.body["attempt"]))
+        if self.executor.kill(key, "cancelled"):
+            log.info("%s/%s attempt %d: killing its process group", *key)
+
+    def on_heartbeat(self, msg: Message) -> None:
+        if msg.flags & Flag.REPLY and msg.body.get("registered") is False:
+            log.warning("broker does not know this worker (it restarted?): registering again")
+            self.connect()
+
+    def on_ack(self, msg: Message) -> None:
+        b = msg.body
+        if "name" in b and "interval" in b:
+            self.registered = True
+            self.reconnect_delay = defaults.RECONNECT_MIN
+            log.info("registered with the broker as %s", b["name"])
+        elif "job_id" in b:
+            self.outbox.pop((b["run_id"], b["job_id"], int(b["attempt"])), None)
+
+    def on_error(self, msg: Message) -> None:
+        if msg.body.get("code") == "unregistered":
+            self.connect()
+        else:
+            log.warning("broker error: %s", msg.body.get("message"))
+
+    # ---- stop --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.running = False
+
+    def shutdown(self) -> None:
+        """Kill running attempts, tell the broker, close the socket."""
+        self.executor.kill_all("worker stopping")
+        deadline = time.time() + defaults.KILL_GRACE + 1
+        while self.executor.attempts and time.time() < deadline:
+            for fd in self.executor.fds():
+                self.executor.read(fd)
+            for fin in self.executor.poll(time.time()):
+                self.executor.forget(fin.key)
+            time.sleep(0.02)
+        if self.sock is not None:
+            try:
+                self.send(Op.DISCONNECT, {"name": self.name})
+                time.sleep(0.05)
+            except zmq.ZMQError:
+                pass
+            self.sock.close(0)
+        self.ctx.term()

@@ -1,0 +1,209 @@
+"""Runs job attempts as OS processes and collects their output, without threads.
+
+Every attempt runs in its own session (so its own process group); cancel and timeout kill
+the whole group.  The worker loop polls the attempts' pipes next to its socket; this module
+turns bytes into numbered line batches and tells the loop when an attempt is over.  Output
+is cut into batches as it arrives, so memory stays bounded whatever a job prints.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from titan_zmq import defaults
+
+AttemptKey = tuple[str, str, int]  # (run_id, job_id, attempt)
+STREAMS = ("stdout", "stderr")
+
+
+@dataclass(eq=False)
+class Attempt:
+    key: AttemptKey
+    proc: subprocess.Popen[bytes]
+    started_at: float
+    deadline: float | None
+    partial: dict[str, bytearray] = field(default_factory=lambda: {s: bytearray() for s in STREAMS})
+    open_fds: dict[int, str] = field(default_factory=dict)  # fd -> stream name, until EOF
+    lines: list[list[str]] = field(default_factory=list)  # [stream, text] not yet batched
+    line_bytes: int = 0
+    first_line_at: float | None = None
+    seq: int = 0  # next LOG_BATCH sequence number
+    kill_reason: str | None = None
+    sigkill_at: float | None = None
+    exit_code: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def done(self) -> bool:
+        return self.exit_code is not None and not self.open_fds
+
+
+@dataclass(frozen=True)
+class Finished:
+    key: AttemptKey
+    exit_code: int
+    error: str | None
+
+
+class Executor:
+    def __init__(self, kill_grace: float = defaults.KILL_GRACE):
+        self.kill_grace = kill_grace
+        self.attempts: dict[AttemptKey, Attempt] = {}
+        self._by_fd: dict[int, Attempt] = {}
+
+    def start(self, key: AttemptKey, argv: list[str], env: dict[str, str], cwd: str, timeout: float | None) -> Attempt:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, close_fds=True,
+        )
+        now = time.time()
+        att = Attempt(key=key, proc=proc, started_at=now, deadline=now + timeout if timeout else None)
+        for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            assert pipe is not None
+            fd = pipe.fileno()
+            os.set_blocking(fd, False)
+            att.open_fds[fd] = stream
+            self._by_fd[fd] = att
+        self.attempts[key] = att
+        return att
+
+    def fds(self) -> list[int]:
+        return list(self._by_fd)
+
+    def read(self, fd: int) -> None:
+        """Read what a pipe has (non-blocking) and cut it into lines."""
+        att = self._by_fd.get(fd)
+        if att is None:
+            return
+        stream = att.open_fds[fd]
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self._close_fd(att, fd)
+            return
+        buf = att.partial[stream]
+        buf += chunk
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                if len(buf) >= defaults.LOG_MAX_LINE:  # an endless line is cut into pieces
+                    self._line(att, stream, bytes(buf[: defaults.LOG_MAX_LINE]))
+                    del buf[: defaults.LOG_MAX_LINE]
+                    continue
+                break
+            self._line(att, stream, bytes(buf[:nl]))
+            del buf[: nl + 1]
+
+    def batches(self, now: float, force: bool = False) -> list[tuple[Attempt, int, list[list[str]]]]:
+        """Line batches ready to send: full ones, ones older than the flush interval, or all (force)."""
+        out = []
+        for att in self.attempts.values():
+            if not att.lines:
+                continue
+            old = att.first_line_at is not None and now - att.first_line_at >= defaults.LOG_FLUSH_INTERVAL
+            if force or old or len(att.lines) >= defaults.LOG_BATCH_LINES or att.line_bytes >= defaults.LOG_BATCH_BYTES:
+                out.append((att, att.seq, att.lines))
+                att.seq += 1
+                att.lines, att.line_bytes, att.first_line_at = [], 0, None
+        return out
+
+    def next_flush(self) -> float | None:
+        times = [a.first_line_at + defaults.LOG_FLUSH_INTERVAL for a in self.attempts.values() if a.first_line_at]
+        times += [a.deadline for a in self.attempts.values() if a.deadline and a.exit_code is None]
+        times += [a.sigkill_at for a in self.attempts.values() if a.sigkill_at]
+        return min(times) if times else None
+
+    def kill(self, key: AttemptKey, reason: str) -> bool:
+        att = self.attempts.get(key)
+        if att is None or att.kill_reason is not None:
+            return False
+        att.kill_reason = reason
+        _killpg(att.pid, signal.SIGTERM)
+        att.sigkill_at = time.time() + self.kill_grace
+        return True
+
+    def poll(self, now: float) -> list[Finished]:
+        """Enforce timeouts and kill grace; return the attempts that are completely over."""
+        finished = []
+        for key, att in list(self.attempts.items()):
+            if att.deadline is not None and now >= att.deadline and att.exit_code is None and att.kill_reason is None:
+                self.kill(key, f"timeout after {att.deadline - att.started_at:g}s")
+            if att.sigkill_at is not None and now >= att.sigkill_at:
+                _killpg(att.pid, signal.SIGKILL)
+                att.sigkill_at = None
+            if att.exit_code is None and att.proc.poll() is not None:
+                att.exit_code = att.proc.returncode
+                # the job is over when its leader exits: nothing it left behind keeps running
+                _killpg(att.pid, signal.SIGKILL)
+            if att.done:
+                for stream, buf in att.partial.items():
+                    if buf:
+                        self._line(att, stream, bytes(buf))
+                        buf.clear()
+                finished.append(Finished(key, self._exit_code(att), self._error(att)))
+        return finished
+
+    def forget(self, key: AttemptKey) -> None:
+        att = self.attempts.pop(key, None)
+        if att is not None:
+            for fd in list(att.open_fds):
+                self._close_fd(att, fd)
+
+    def kill_all(self, reason: str) -> None:
+        for key in list(self.attempts):
+            self.kill(key, reason)
+
+    def running(self) -> list[AttemptKey]:
+        return list(self.attempts)
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _line(self, att: Attempt, stream: str, raw: bytes) -> None:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        att.lines.append([stream, text])
+        att.line_bytes += len(raw) + 16
+        if att.first_line_at is None:
+            att.first_line_at = time.time()
+
+    def _close_fd(self, att: Attempt, fd: int) -> None:
+        att.open_fds.pop(fd, None)
+        self._by_fd.pop(fd, None)
+        for pipe in (att.proc.stdout, att.proc.stderr):
+            if pipe is not None and not pipe.closed and pipe.fileno() == fd:
+                pipe.close()
+
+    @staticmethod
+    def _exit_code(att: Attempt) -> int:
+        code = att.exit_code if att.exit_code is not None else -1
+        return 128 - code if code < 0 else code  # killed by signal N -> 128 + N, like a shell
+
+    @staticmethod
+    def _error(att: Attempt) -> str | None:
+        if att.kill_reason:
+            return f"killed: {att.kill_reason}"
+        if att.exit_code is not None and att.exit_code < 0:
+            return f"killed by signal {-att.exit_code}"
+        if att.exit_code:
+            return f"exit code {att.exit_code}"
+        return None
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def describe(att: Attempt) -> dict[str, Any]:
+    return {"run_id": att.key[0], "job_id": att.key[1], "attempt": att.key[2], "pid": att.pid}

@@ -1,0 +1,1 @@
+"""The Plotly Dash UI (`titan-ui`); arrives with the UI issue."""
