@@ -51,8 +51,12 @@ class Run:
 
 
 class TitanClient:
-    def __init__(self, address: str | None = None, timeout: float = defaults.REQUEST_TIMEOUT):
+    def __init__(self, address: str | None = None, timeout: float | None = None):
+        """``address`` defaults to $TITAN_BROKER, then tcp://127.0.0.1:9090; ``timeout`` (seconds per
+        request) to $TITAN_TIMEOUT, then 10."""
         self.address = broker_address(address)
+        if timeout is None:
+            timeout = float(os.environ.get("TITAN_TIMEOUT") or defaults.REQUEST_TIMEOUT)
         self.conn = Connection(self.address, timeout)
 
     def __enter__(self) -> TitanClient:

@@ -1,0 +1,89 @@
+"""Fixtures shared by every tier: real clusters on free ports, always torn down."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from client.cluster import LocalCluster
+
+REPO = Path(__file__).resolve().parent.parent
+PIPELINES = REPO / "pipelines"
+
+
+@pytest.fixture
+def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Start clusters with custom settings; every one is stopped at the end of the test."""
+    started: list[LocalCluster] = []
+
+    def make(workers: int = 2, slots: int = 4, caps: list[list[str]] | None = None,
+             broker_args: list[str] | None = None, start: bool = True) -> LocalCluster:
+        cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), workers=workers, slots=slots,
+                               worker_caps=caps or [], broker_args=broker_args or ["--retry-backoff", "0.2"])
+        started.append(cluster)
+        return cluster.start() if start else cluster
+
+    yield make
+    for cluster in started:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A shared cluster (store, broker, 2 workers x 4 slots) for tests that only submit runs."""
+    c = LocalCluster(tmp_path_factory.mktemp("shared-cluster"), workers=2, slots=4,
+                     broker_args=["--retry-backoff", "0.2"])
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def client(cluster: LocalCluster) -> Iterator[Any]:
+    with cluster.client() as c:
+        yield c
+
+
+def write_pipeline(folder: Path, doc: dict[str, Any], scripts: dict[str, str] | None = None) -> Path:
+    """Write a YAML pipeline and its scripts into ``folder``; returns the YAML path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in (scripts or {}).items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    path = folder / f"{doc['name']}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+# A script that records its start and end (with the attempt) in the run's shared directory.
+RECORD_PY = """
+import os, sys, time
+name = sys.argv[1]
+secs = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
+shared = os.environ["TITAN_SHARED_DIR"]
+def note(what):
+    with open(os.path.join(shared, "events.log"), "a") as f:
+        f.write(f"{name} {what} {time.time():.6f} {os.environ['TITAN_ATTEMPT']} {os.environ.get('TITAN_WORKER')}\\n")
+note("start")
+print(f"{name} running", flush=True)
+time.sleep(secs)
+note("end")
+"""
+
+
+def events(cluster: LocalCluster, run_id: str) -> list[tuple[str, str, float, int, str]]:
+    """The (name, start|end, time, attempt, worker) records a run's RECORD_PY jobs left."""
+    path = cluster.data_dir / "work" / "runs" / run_id / "shared" / "events.log"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        name, what, ts, attempt, worker = line.split()
+        out.append((name, what, float(ts), int(attempt), worker))
+    return out
