@@ -87,3 +87,21 @@ def events(cluster: LocalCluster, run_id: str) -> list[tuple[str, str, float, in
         name, what, ts, attempt, worker = line.split()
         out.append((name, what, float(ts), int(attempt), worker))
     return out
+
+
+def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def job_state(client: Any, run_id: str, job_id: str) -> str:
+    return str(client.status(run_id)["jobs"][job_id]["state"])
