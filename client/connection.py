@@ -26,7 +26,7 @@ class Connection:
     def __init__(self, address: str, timeout: float = defaults.REQUEST_TIMEOUT):
         self.address = address
         self.timeout = timeout
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context = zmq.Context.instance()
         self._rid = itertools.count(1)
         self._sock: zmq.Socket | None = None
         self._pub: str | None = None

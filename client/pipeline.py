@@ -101,7 +101,7 @@ def parse(doc: Any, base: Path, path: Path | None = None) -> Pipeline:
         specs.append(parse_job(raw, where))
     validate_dag(specs)
     jobs = []
-    for i, (raw, spec) in enumerate(zip(raw_jobs, specs, strict=True)):
+    for i, spec in enumerate(specs):
         job = spec.to_wire()
         if spec.file is not None:
             script = (base / spec.file).resolve()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     PENDING = "PENDING"  # waiting for its parents
     DELAYED = "DELAYED"  # parents done; waiting for its delay (or a retry backoff) to pass
     QUEUED = "QUEUED"  # ready, waiting for a capable worker with a free slot
@@ -25,7 +25,7 @@ class JobState(str, Enum):
 TERMINAL_JOB_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.SKIPPED})
 
 
-class RunState(str, Enum):
+class RunState(StrEnum):
     RUNNING = "RUNNING"  # at least one job is not finished
     SUCCEEDED = "SUCCEEDED"  # every job COMPLETED
     FAILED = "FAILED"  # a job ended DEAD (its downstream SKIPPED)

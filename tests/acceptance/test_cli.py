@@ -13,9 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import PIPELINES, REPO, wait_until, write_pipeline
-
 from client.cluster import free_base_port
+from tests.conftest import PIPELINES, REPO, wait_until, write_pipeline
 
 TITAN = [sys.executable, "-m", "client.cli"]
 

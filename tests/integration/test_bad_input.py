@@ -10,9 +10,8 @@ import msgpack
 import pytest
 import zmq
 
-from tests.conftest import write_pipeline
-
 from client import TitanJob
+from tests.conftest import write_pipeline
 from titan_zmq.errors import BrokerUnavailable, InvalidRequest, NotFound, PipelineError
 from titan_zmq.protocol import HEADER, Op, decode, encode
 

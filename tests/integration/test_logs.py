@@ -7,9 +7,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import write_pipeline
-
 from client import TitanClient
+from tests.conftest import write_pipeline
 
 
 def test_100k_lines_all_returned_in_order_with_bounded_memory(make_cluster, tmp_path: Path):

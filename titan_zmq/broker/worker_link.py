@@ -11,7 +11,7 @@ from titan_zmq.broker import journal
 from titan_zmq.broker.registry import WorkerConn
 from titan_zmq.broker.scheduler import Dispatch, Kill
 from titan_zmq.errors import InvalidRequest, StoreUnavailable
-from titan_zmq.protocol import ErrorCode, Message, Op, encode, error, reply
+from titan_zmq.protocol import Message, Op, encode, error, reply
 
 if TYPE_CHECKING:
     from titan_zmq.broker.server import Broker, Handler
@@ -103,7 +103,7 @@ class WorkerLink:
             return None  # output of a job this broker does not know: nothing to attach it to
         records = self.b.logs.append(
             run_id, job_id, field(msg, "attempt", int), field(msg, "seq", int),
-            [(str(s), str(t)) for s, t in lines], time.time(),
+            [[str(s), str(t)] for s, t in lines], time.time(),
         )
         if records:
             self.b.publish(f"log/{run_id}/{job_id}/", {"run_id": run_id, "job_id": job_id, "lines": records})
