@@ -110,7 +110,11 @@ def parse(doc: Any, base: Path, path: Path | None = None) -> Pipeline:
             if project:
                 if not script.is_relative_to(base.resolve()):
                     raise PipelineError(f"jobs[{i}].file: {spec.file!r} is outside the project folder")
-                job["file"] = script.relative_to(base.resolve()).as_posix()
+                rel = script.relative_to(base.resolve())
+                if _skipped(rel):
+                    raise PipelineError(f"jobs[{i}].file: {spec.file!r} is in a folder project mode does not ship"
+                                        f" (hidden or {', '.join(sorted(SKIP_DIRS))})")
+                job["file"] = rel.as_posix()
             else:
                 job["file"] = script.name
                 job["script"] = script.read_bytes()
@@ -125,13 +129,18 @@ def parse(doc: Any, base: Path, path: Path | None = None) -> Pipeline:
     return Pipeline(name=doc["name"], jobs=jobs, agent_run_id=doc.get("agent_run_id"), project=archive, path=path)
 
 
+def _skipped(rel: Path) -> bool:
+    """Whether project mode leaves this path out of the archive (hidden files, caches, venvs)."""
+    return any(part in SKIP_DIRS or part.startswith(".") for part in rel.parts)
+
+
 def pack_folder(base: Path) -> bytes:
     """A deterministic tar.gz of a folder (sorted, no times, no owners), hidden and cache dirs left out."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for path in sorted(base.rglob("*")):
             rel = path.relative_to(base)
-            if any(part in SKIP_DIRS or part.startswith(".") for part in rel.parts):
+            if _skipped(rel):
                 continue
             if not (path.is_file() or path.is_dir()) or path.is_symlink():
                 continue

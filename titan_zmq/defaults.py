@@ -27,8 +27,10 @@ RETRY_BACKOFF_MAX = 60.0  # cap on the retry backoff
 KILL_GRACE = 1.0  # seconds between SIGTERM and SIGKILL when killing a job's process group
 
 REQUEST_TIMEOUT = 10.0  # client request timeout, seconds
-STORE_TIMEOUT = 3.0  # broker->store request timeout (shorter than the client timeout, so clients hear why)
+STORE_TIMEOUT = 2.0  # broker->store request timeout (shorter than the client timeout, so clients hear why)
 STORE_RETRY_INTERVAL = 1.0  # seconds between broker pings while the store is unavailable
+STORE_PROBE_TIMEOUT = 0.3  # a ping that takes longer means the store is still unavailable
+RESTORE_GRACE = 8.0  # after a restart, seconds a RUNNING job waits for its worker to report it
 
 LOG_BATCH_LINES = 500  # a worker sends at most this many lines per LOG_BATCH...
 LOG_BATCH_BYTES = 64 * 1024  # ...or this many bytes

@@ -250,3 +250,16 @@ def test_project_mode_refuses_file_outside_folder(tmp_path: Path) -> None:
     write(tmp_path / "outside.py", "print(1)\n")
     write(base / "pipe.yaml", "name: p\nproject: true\njobs:\n  - {id: a, file: ../outside.py}\n")
     assert "outside the project folder" in load_error(base / "pipe.yaml")
+
+
+def test_project_mode_job_file_is_always_in_the_archive(tmp_path: Path) -> None:
+    base = _project(tmp_path)
+    write(base / ".tools" / "run.py", "print(1)\n")
+    write(base / "pipe.yaml", "name: p\nproject: true\njobs:\n  - {id: a, file: .tools/run.py}\n")
+    try:
+        pl = load(base / "pipe.yaml")
+    except PipelineError as exc:  # refusing it up front, naming the file, is fine too
+        assert ".tools/run.py" in str(exc)
+        return
+    assert pl.project is not None
+    assert pl.jobs[0]["file"] in archive_names(pl.project)

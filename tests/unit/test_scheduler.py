@@ -630,7 +630,7 @@ def test_register_adopts_matching_running_attempt(recorded_worker: str | None) -
 
 @pytest.mark.parametrize(
     "report",
-    [("r", "a", 2), ("r", "a", 0), ("r", "ghost", 1), ("ghost", "a", 1)],
+    [("r", "a", 5), ("r", "a", 0), ("r", "ghost", 1), ("ghost", "a", 1)],
     ids=["newer-attempt", "older-attempt", "unknown-job", "unknown-run"],
 )
 def test_register_kills_unwanted_reported_attempt(report: tuple[str, str, int]) -> None:
@@ -659,11 +659,6 @@ def test_register_kills_attempt_of_finished_or_cancelled_job(h: Harness) -> None
     assert set(of(acts, Kill)) == {Kill("w1", "r", "a", 1), Kill("w1", "r", "b", 1)}
 
 
-@pytest.mark.xfail(
-    reason="BUG: register_worker() on an already-registered name calls _drop_worker() first, which re-queues "
-    "the worker's attempts, so the attempts it reports as still running are killed and dispatched again",
-    strict=True,
-)
 def test_reregister_same_worker_adopts_its_running_attempts(h: Harness) -> None:
     h.worker("w1", slots=2)
     h.submit("r", [spec("a")])

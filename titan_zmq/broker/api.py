@@ -60,8 +60,13 @@ class ClientApi:
         job = parse_job(msg.body.get("job"), "job")
         return self._submit(msg, field(msg, "name", str, job.id), [job], field(msg, "agent_run_id", (str, type(None)), None))
 
+    def _need_store(self, what: str) -> None:
+        if not self.b.store_available():
+            raise StoreUnavailable(f"store unavailable: {what} not accepted (nothing of it will run); retry later")
+
     def _submit(self, msg: Message, name: str, jobs: list[JobSpec], agent: str | None) -> bytes:
         validate_dag(jobs)
+        self._need_store("the submission was")
         run_id = self.b.new_run_id(name)
         ops = self._project_ops(msg, jobs) + journal.spec_ops(run_id, jobs)
         now = time.time()
@@ -80,7 +85,8 @@ class ClientApi:
         if run.state.terminal:
             raise InvalidRequest(f"run {run_id!r} already finished ({run.state.value}); cannot add jobs")
         validate_dag(jobs, existing=set(run.jobs))
-        self.b.store.batch(self._project_ops(msg, jobs) + journal.spec_ops(run_id, jobs))
+        self._need_store("the added jobs were")
+        self.b.store.batch(self._project_ops(msg, jobs) + journal.spec_ops(run_id, jobs, first=len(run.jobs)))
         self.b.apply(self.b.sched.add_jobs(run_id, jobs, time.time()))
         self.b.commit()
         return reply(msg, {"run_id": run_id, "jobs": [j.id for j in jobs]})
@@ -177,6 +183,7 @@ class ClientApi:
         key = body.get("key", body.get("prefix", ""))
         if isinstance(key, str) and key.startswith(("run/", "spec/", "job/", "blob/")) and msg.op not in (Op.KV_GET, Op.KV_KEYS, Op.KV_SMEMBERS):
             raise InvalidRequest(f"key {key!r} is reserved for the broker's journal")
+        self._need_store("the store request was")
         out = dict(self.b.store.request(msg.op, body))
         out.pop("rid", None)
         return reply(msg, out, Op.DATA)

@@ -35,9 +35,13 @@ def spec_key(run_id: str, job_id: str) -> str:
     return f"{SPEC}{run_id}/{job_id}"
 
 
-def spec_ops(run_id: str, jobs: list[JobSpec]) -> list[list[Any]]:
-    """Store ops that persist the specs of newly accepted jobs (before anything else happens)."""
-    return [["set", spec_key(run_id, j.id), pack(j.to_wire()), None] for j in jobs]
+def spec_ops(run_id: str, jobs: list[JobSpec], first: int = 0) -> list[list[Any]]:
+    """Store ops that persist the specs of newly accepted jobs (before anything else happens).
+
+    Each spec carries its order in the run (``_order``), so FIFO order survives a restart.
+    """
+    return [["set", spec_key(run_id, j.id), pack({**j.to_wire(), "_order": first + i}), None]
+            for i, j in enumerate(jobs)]
 
 
 def state_ops(runs: dict[str, RunRecord], dirty: set[tuple[str, str | None]]) -> list[list[Any]]:

@@ -139,22 +139,85 @@ class Scheduler:
         return self._flush(now)
 
     def register_worker(
-        self, name: str, caps: Iterable[str], slots: int, now: float, running: Iterable[tuple[str, str, int]] = ()
+        self, name: str, caps: Iterable[str], slots: int, now: float,
+        running: Iterable[tuple[str, str, int]] = (), done: Iterable[tuple[str, str, int]] = (),
     ) -> list[Action]:
-        """A worker (re)registered. Attempts it reports are adopted if still wanted, else killed."""
-        if name in self.workers:
-            self._drop_worker(name, now)
+        """A worker (re)registered, reporting the attempts it runs and those it finished but whose
+        outcome the broker has not acknowledged.  Running attempts the broker still wants are adopted;
+        any other is killed.  An attempt the broker believes this worker runs but the worker does not
+        know (a dispatch lost in a broker crash) goes back to the queue."""
+        # a worker that reconnects before it was declared lost keeps its attempts: the ones it
+        # reports are adopted below, the rest re-queued; nothing it still runs is run twice
+        if self.workers.pop(name, None) is not None:
+            self._unpin(name)  # its capabilities may have changed
         w = WorkerSlots(name=name, caps=frozenset(caps), slots=max(1, int(slots)), order=next(self._worker_order))
         self.workers[name] = w
         self.pinned.setdefault(name, [])
+        running, done = list(running), list(done)
+        reported = set(running)
+        known = reported | set(done)
         for run_id, job_id, attempt in running:
             rec = self.runs.get(run_id, RunRecord.missing()).jobs.get(job_id)
-            if rec is not None and rec.state is JobState.RUNNING and rec.attempts == attempt and rec.worker in (None, name):
+            wanted = rec is not None and rec.state is JobState.RUNNING and rec.attempts == attempt
+            if wanted and rec is not None and rec.worker in (None, name) and w.free > 0:
                 rec.worker = name
                 w.running.add((run_id, job_id, attempt))
                 self._emit(Journal(run_id, job_id))
             else:
                 self._emit(Kill(name, run_id, job_id, attempt))
+        for run_id, job_id, attempt in done:  # its outcome is on the way (the process is over: no slot)
+            rec = self.runs.get(run_id, RunRecord.missing()).jobs.get(job_id)
+            if rec is not None and rec.state is JobState.RUNNING and rec.attempts == attempt and rec.worker in (None, name):
+                rec.worker = name
+        for run in self.runs.values():
+            if run.state.terminal:
+                continue
+            for rec in run.jobs.values():
+                key = (run.run_id, rec.spec.id, rec.attempts)
+                if rec.state is JobState.RUNNING and rec.worker == name and (
+                        key not in known or (key in reported and key not in w.running)):
+                    rec.worker = None
+                    self._enqueue(run, rec, now)
+        return self._flush(now)
+
+    def restore(self, runs: Iterable[RunRecord], now: float) -> list[Action]:
+        """Take back runs rebuilt from the journal after a broker restart.
+
+        QUEUED jobs queue again in their original order, DELAYED and FAILED jobs keep their due
+        times, RUNNING jobs wait for their worker to re-register and report them (see
+        :meth:`requeue_unclaimed`), PENDING jobs whose parents are done are released.
+        """
+        for run in runs:
+            self.runs[run.run_id] = run
+            recs = sorted(run.jobs.values(), key=lambda r: r.seq)
+            run.open_jobs = sum(1 for r in recs if not r.state.terminal)
+            run.failed = sum(1 for r in recs if r.state in (JobState.DEAD, JobState.SKIPPED))
+            run.cancelled = sum(1 for r in recs if r.state is JobState.CANCELLED)
+            for rec in recs:
+                rec.seq = next(self._seq)
+                rec.children = []
+            for rec in recs:
+                for parent in rec.spec.depends_on:
+                    if parent in run.jobs:
+                        run.jobs[parent].children.append(rec.spec.id)
+            for rec in recs:
+                if rec.state is JobState.QUEUED or (rec.state in (JobState.DELAYED, JobState.FAILED) and rec.due_at is None):
+                    self._enqueue(run, rec, now)
+                elif rec.state in (JobState.DELAYED, JobState.FAILED):
+                    self._timer(rec)
+                elif rec.state is JobState.PENDING:
+                    self._maybe_release(run, rec, now)
+            if not run.state.terminal and run.open_jobs == 0:
+                self._finish_run(run, now)
+        return self._flush(now)
+
+    def requeue_unclaimed(self, now: float) -> list[Action]:
+        """After a restart's grace period: RUNNING jobs whose worker never came back are re-queued."""
+        for run in self.runs.values():
+            for rec in run.jobs.values():
+                if rec.state is JobState.RUNNING and (rec.worker is None or rec.worker not in self.workers):
+                    rec.worker = None
+                    self._enqueue(run, rec, now)
         return self._flush(now)
 
     def worker_lost(self, name: str, now: float) -> list[Action]:
@@ -352,14 +415,18 @@ class Scheduler:
 
     def _drop_worker(self, name: str, now: float) -> None:
         w = self.workers.pop(name)
-        for entry in self.pinned.pop(name, []):  # affinity falls back to any capable worker
-            if self._is_queued_entry(entry):
-                heapq.heappush(self.queues.setdefault(self.runs[entry[2]].jobs[entry[3]].spec.requirement, []), entry)
+        self._unpin(name)
         for run_id, job_id, attempt in w.running:
             rec = self._current(name, run_id, job_id, attempt)
             if rec is not None:
                 rec.worker = None
                 self._enqueue(self.runs[run_id], rec, now)
+
+    def _unpin(self, name: str) -> None:
+        """Jobs waiting for this worker (affinity) fall back to any capable worker."""
+        for entry in self.pinned.pop(name, []):
+            if self._is_queued_entry(entry):
+                heapq.heappush(self.queues.setdefault(self.runs[entry[2]].jobs[entry[3]].spec.requirement, []), entry)
 
     def _stop(self, run: RunRecord, rec: JobRecord, state: JobState, now: float) -> None:
         """End a job now; a running attempt is killed (its slot frees when the worker reports)."""

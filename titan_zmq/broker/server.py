@@ -18,7 +18,7 @@ from typing import Any
 import zmq
 
 from titan_zmq import defaults
-from titan_zmq.broker import journal
+from titan_zmq.broker import journal, recovery
 from titan_zmq.broker.api import ClientApi
 from titan_zmq.broker.logs import LogStore
 from titan_zmq.broker.registry import WorkerConn, WorkerRegistry
@@ -26,6 +26,7 @@ from titan_zmq.broker.scheduler import Action, Dispatch, Journal, Kill, RunFinis
 from titan_zmq.broker.worker_link import WorkerLink
 from titan_zmq.errors import StoreUnavailable, TitanError
 from titan_zmq.protocol import ErrorCode, Message, Op, ProtocolError, decode, encode, error, error_for
+from titan_zmq.states import JobState
 from titan_zmq.store.client import StoreClient
 
 log = logging.getLogger("titan.broker")
@@ -69,6 +70,8 @@ class Broker:
         self.dirty: set[tuple[str, str | None]] = set()  # records changed since the last commit
         self.held: list[Action | tuple[bytes, bytes]] = []  # sends that wait for the commit
         self.store_ok = True
+        self._next_probe = 0.0
+        self.unclaimed_deadline: float | None = None  # after a restore: when unreported RUNNING jobs re-queue
         self.running = True
         self.started_at = time.time()
         self.counters = {"bad_frames": 0, "requests": 0, "dispatched": 0, "store_errors": 0}
@@ -82,8 +85,9 @@ class Broker:
     def serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
-        log.info("titan-broker listening on %s (pub %s)", self.bind_addr, self.pub_addr)
         try:
+            self.recover()
+            log.info("titan-broker listening on %s (pub %s)", self.bind_addr, self.pub_addr)
             while self.running:
                 if poller.poll(self._poll_timeout_ms()):
                     self._drain()
@@ -91,6 +95,27 @@ class Broker:
                 self.commit()
         finally:
             self.close()
+
+    def recover(self) -> None:
+        """Rebuild every run from the store (waiting for the store if it is not up yet)."""
+        t0 = time.time()
+        while self.running:
+            try:
+                runs = recovery.load_runs(self.store)
+                break
+            except StoreUnavailable:
+                log.warning("store %s unavailable: waiting for it before serving", self.store.addr)
+                time.sleep(defaults.STORE_RETRY_INTERVAL)
+        else:
+            return
+        now = time.time()
+        self.apply(self.sched.restore(runs, now))
+        running = sum(1 for r in runs for j in r.jobs.values() if j.state is JobState.RUNNING)
+        if running:
+            self.unclaimed_deadline = now + defaults.RESTORE_GRACE
+        if runs:
+            log.info("recovered %d runs (%d jobs, %d running) in %.2fs", len(runs),
+                     sum(len(r.jobs) for r in runs), running, time.time() - t0)
 
     def _drain(self) -> None:
         for _ in range(DRAIN_BATCH):
@@ -146,6 +171,9 @@ class Broker:
 
     def _timers(self, now: float) -> None:
         self.apply(self.sched.tick(now))
+        if self.unclaimed_deadline is not None and now >= self.unclaimed_deadline:
+            self.unclaimed_deadline = None
+            self.apply(self.sched.requeue_unclaimed(now))
         for conn in self.registry.expired(now):
             log.warning("worker %s silent for %.1fs: lost", conn.name, now - conn.last_seen)
             self.lose_worker(conn, now)
@@ -170,9 +198,31 @@ class Broker:
     def send_after_commit(self, identity: bytes, frame: bytes) -> None:
         self.held.append((identity, frame))
 
+    def store_available(self) -> bool:
+        """Whether the store can take writes; while it is down, probe it at most once a second."""
+        if self.store_ok:
+            return True
+        now = time.time()
+        if now < self._next_probe:
+            return False
+        self._next_probe = now + defaults.STORE_RETRY_INTERVAL
+        try:
+            self.store.ping(timeout=defaults.STORE_PROBE_TIMEOUT)
+        except StoreUnavailable:
+            return False
+        log.info("store is back: catching up %d records", len(self.dirty))
+        self.store_ok = True
+        return True
+
     def commit(self) -> bool:
-        """Journal every dirty record in one store batch, then publish and send what waited."""
+        """Journal every dirty record in one store batch, then publish and send what waited.
+
+        While the store is down nothing is sent that depends on the journal (dispatches, kills,
+        completion acknowledgements): it all waits, and goes out once the store took the batch.
+        """
         if self.dirty:
+            if not self.store_available():
+                return False
             dirty, self.dirty = self.dirty, set()
             ops = journal.state_ops(self.sched.runs, dirty)
             try:
@@ -180,14 +230,11 @@ class Broker:
                     self.store.batch(ops)
             except StoreUnavailable:
                 self.dirty |= dirty
-                if self.store_ok:
-                    log.error("store unavailable: holding %d records and %d sends", len(dirty), len(self.held))
+                log.error("store unavailable: holding %d records and %d sends", len(self.dirty), len(self.held))
                 self.store_ok = False
+                self._next_probe = time.time() + defaults.STORE_RETRY_INTERVAL
                 self.counters["store_errors"] += 1
                 return False
-            if not self.store_ok:
-                log.info("store is back: journal caught up")
-            self.store_ok = True
             self._publish_changes(dirty)
         held, self.held = self.held, []
         for item in held:

@@ -32,6 +32,12 @@ def field(msg: Message, name: str, kind: type | tuple[type, ...], default: Any =
     return value
 
 
+def _attempts(items: list[Any]) -> list[tuple[str, str, int]]:
+    """[[run_id, job_id, attempt], ...] from a worker, malformed entries dropped."""
+    return [(str(r[0]), str(r[1]), int(r[2])) for r in items
+            if isinstance(r, list) and len(r) == 3 and isinstance(r[2], int)]
+
+
 class WorkerLink:
     def __init__(self, broker: Broker):
         self.b = broker
@@ -59,8 +65,8 @@ class WorkerLink:
         old = self.b.registry.add(conn)
         if old is not None:
             log.info("worker %s reconnected (new socket)", conn.name)
-        reported = [(str(r[0]), str(r[1]), int(r[2])) for r in running if isinstance(r, list) and len(r) == 3]
-        self.b.apply(self.b.sched.register_worker(conn.name, conn.caps, conn.slots, now, reported))
+        self.b.apply(self.b.sched.register_worker(
+            conn.name, conn.caps, conn.slots, now, _attempts(running), _attempts(field(msg, "done", list, []))))
         log.info("worker %s registered: host=%s caps=%s slots=%d", conn.name, conn.host, conn.caps, conn.slots)
         return reply(msg, {"name": conn.name, "interval": self.b.interval, "liveness": self.b.registry.liveness})
 

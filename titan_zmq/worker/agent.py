@@ -82,6 +82,7 @@ class WorkerAgent:
         self.send(Op.REGISTER, {
             "name": self.name, "host": self.host, "pid": os.getpid(), "caps": self.caps, "slots": self.slots,
             "permanent": self.permanent, "running": [list(k) for k in self.executor.running() if k not in self.outbox],
+            "done": [list(k) for k in self.outbox],
         })
         for body in self.outbox.values():  # outcomes the broker may not have recorded yet
             self.send(Op.JOB_COMPLETE, body)

@@ -93,12 +93,13 @@ class Executor:
             return
         buf = att.partial[stream]
         buf += chunk
+        cap = defaults.LOG_MAX_LINE
         while True:
-            nl = buf.find(b"\n")
+            nl = buf.find(b"\n", 0, cap + 1)
             if nl < 0:
-                if len(buf) >= defaults.LOG_MAX_LINE:  # an endless line is cut into pieces
-                    self._line(att, stream, bytes(buf[: defaults.LOG_MAX_LINE]))
-                    del buf[: defaults.LOG_MAX_LINE]
+                if len(buf) >= cap:  # a line longer than the cap is cut into pieces
+                    self._line(att, stream, bytes(buf[:cap]))
+                    del buf[:cap]
                     continue
                 break
             self._line(att, stream, bytes(buf[:nl]))
@@ -108,13 +109,23 @@ class Executor:
         """Line batches ready to send: full ones, ones older than the flush interval, or all (force)."""
         out = []
         for att in self.attempts.values():
-            if not att.lines:
-                continue
-            old = att.first_line_at is not None and now - att.first_line_at >= defaults.LOG_FLUSH_INTERVAL
-            if force or old or len(att.lines) >= defaults.LOG_BATCH_LINES or att.line_bytes >= defaults.LOG_BATCH_BYTES:
-                out.append((att, att.seq, att.lines))
+            while att.lines:
+                full = len(att.lines) >= defaults.LOG_BATCH_LINES or att.line_bytes >= defaults.LOG_BATCH_BYTES
+                old = att.first_line_at is not None and now - att.first_line_at >= defaults.LOG_FLUSH_INTERVAL
+                if not (force or old or full):
+                    break
+                n = size = 0
+                for _, text in att.lines:  # take lines up to the caps (at least one)
+                    cost = len(text) + 16
+                    if n and (n >= defaults.LOG_BATCH_LINES or size + cost > defaults.LOG_BATCH_BYTES):
+                        break
+                    n, size = n + 1, size + cost
+                batch, att.lines = att.lines[:n], att.lines[n:]
+                att.line_bytes -= size
+                out.append((att, att.seq, batch))
                 att.seq += 1
-                att.lines, att.line_bytes, att.first_line_at = [], 0, None
+                if not att.lines:
+                    att.line_bytes, att.first_line_at = 0, None
         return out
 
     def next_flush(self) -> float | None:
@@ -171,7 +182,7 @@ class Executor:
     def _line(self, att: Attempt, stream: str, raw: bytes) -> None:
         text = raw.decode("utf-8", errors="replace").rstrip("\r")
         att.lines.append([stream, text])
-        att.line_bytes += len(raw) + 16
+        att.line_bytes += len(text) + 16
         if att.first_line_at is None:
             att.first_line_at = time.time()
 

@@ -1,0 +1,236 @@
+"""Worker workspaces: safe archive extraction, interpreters, and how an attempt's argv and cwd are prepared."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from titan_zmq.errors import InvalidRequest
+from titan_zmq.worker.workspace import Workspace, extract_safely, interpreter
+
+
+def make_tar(entries: list[tuple[str, str, bytes | str]], gz: bool = True) -> bytes:
+    """entries: (name, kind, data) with kind file | dir | symlink | hardlink | chr | fifo."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w") as tar:
+        for name, kind, data in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                payload = data if isinstance(data, bytes) else data.encode()
+                info.size = len(payload)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(payload))
+                continue
+            if kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+            elif kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, str(data)
+            elif kind == "hardlink":
+                info.type, info.linkname = tarfile.LNKTYPE, str(data)
+            elif kind == "chr":
+                info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+            elif kind == "fifo":
+                info.type = tarfile.FIFOTYPE
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+NORMAL_TREE = [
+    ("steps", "dir", ""),
+    ("steps/train.py", "file", "print('train')\n"),
+    ("steps/lib/util.py", "file", "X = 1\n"),  # parent dir not listed: created on the way
+    ("data/in.csv", "file", "a,b\n"),
+    ("run.sh", "file", "echo hi\n"),
+]
+
+
+def listing(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+# ---- extract_safely ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_extract_normal_tree(tmp_path: Path, gz: bool) -> None:
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_safely(make_tar(NORMAL_TREE, gz=gz), target)
+    assert listing(target) == {"steps", "steps/train.py", "steps/lib", "steps/lib/util.py", "data", "data/in.csv", "run.sh"}
+    assert (target / "steps/train.py").read_text() == "print('train')\n"
+    assert (target / "steps/lib/util.py").read_bytes() == b"X = 1\n"
+
+
+@pytest.mark.parametrize(
+    ("entries", "needle"),
+    [
+        ([("../x", "file", "evil")], "unsafe path"),
+        ([("ok/../../x", "file", "evil")], "unsafe path"),
+        ([("/abs/x", "file", "evil")], "unsafe path"),
+        ([("/etc/passwd", "file", "evil")], "unsafe path"),
+        ([("link", "symlink", "/etc/passwd")], "not a regular file"),
+        ([("link", "symlink", "steps/train.py")], "not a regular file"),  # even one pointing inside
+        ([("dirlink", "symlink", ".."), ("dirlink/x", "file", "evil")], "not a regular file"),
+        ([("a.txt", "file", "a"), ("hard", "hardlink", "a.txt")], "not a regular file"),
+        ([("hard", "hardlink", "/etc/passwd")], "not a regular file"),
+        ([("dev", "chr", "")], "not a regular file"),
+        ([("pipe", "fifo", "")], "not a regular file"),
+    ],
+    ids=["dotdot", "nested-dotdot", "abs", "abs-etc", "symlink-out", "symlink-in", "symlink-dir",
+         "hardlink-in", "hardlink-out", "device", "fifo"],
+)
+def test_extract_refuses_unsafe_members(tmp_path: Path, entries: list, needle: str) -> None:
+    target = tmp_path / "deep" / "out"
+    target.mkdir(parents=True)
+    data = make_tar(NORMAL_TREE[:2] + entries)
+    with pytest.raises(InvalidRequest) as info:
+        extract_safely(data, target)
+    assert needle in str(info.value) and "project archive" in str(info.value)
+    assert listing(target) == set(), "nothing may be extracted from a refused archive"
+    assert not (tmp_path / "deep" / "x").exists() and not (tmp_path / "x").exists()
+
+
+def test_extract_refuses_garbage(tmp_path: Path) -> None:
+    with pytest.raises(tarfile.TarError):
+        extract_safely(b"this is not a tar archive at all" * 20, tmp_path)
+
+
+# ---- interpreter --------------------------------------------------------------------------------------
+
+
+def test_interpreter_by_suffix(tmp_path: Path) -> None:
+    assert interpreter(tmp_path / "a.py") == [sys.executable, str(tmp_path / "a.py")]
+    assert interpreter(tmp_path / "b.sh") == ["bash", str(tmp_path / "b.sh")]
+    exe = tmp_path / "tool"
+    exe.write_text("#!/bin/sh\necho hi\n")
+    exe.chmod(0o644)
+    assert interpreter(exe) == [str(exe)]
+    assert exe.stat().st_mode & stat.S_IXUSR, "a script run directly is made executable"
+
+
+# ---- prepare -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path / "root")
+
+
+def test_layout(ws: Workspace) -> None:
+    assert (ws.root / "blobs").is_dir() and (ws.root / "runs").is_dir()
+    shared = ws.shared_dir("r1")
+    assert shared == ws.root / "runs" / "r1" / "shared" and shared.is_dir()
+
+
+def test_prepare_inline_python_script(ws: Workspace) -> None:
+    spec = {"file": "extract.py", "script": b"print('hi')\n", "args": ["--n", "3", "a b"]}
+    argv, cwd = ws.prepare("r1", "extract", 2, spec)
+    assert cwd == ws.root / "runs" / "r1" / "jobs" / "extract" / "2" and cwd.is_dir()
+    assert (cwd / "extract.py").read_bytes() == b"print('hi')\n"
+    assert argv == [sys.executable, str(cwd / "extract.py"), "--n", "3", "a b"]
+
+
+def test_prepare_inline_shell_script(ws: Workspace) -> None:
+    argv, cwd = ws.prepare("r1", "load", 1, {"file": "load.sh", "script": b"echo hi\n", "args": [5]})
+    assert argv == ["bash", str(cwd / "load.sh"), "5"]
+
+
+def test_prepare_inline_script_name_cannot_escape(ws: Workspace) -> None:
+    argv, cwd = ws.prepare("r1", "j", 1, {"file": "../../../evil.py", "script": b"x = 1\n"})
+    assert (cwd / "evil.py").read_bytes() == b"x = 1\n"
+    assert argv[1] == str(cwd / "evil.py")
+    assert not (ws.root / "runs" / "r1" / "evil.py").exists()
+
+
+def test_prepare_command_appends_args(ws: Workspace) -> None:
+    argv, cwd = ws.prepare("r1", "c", 1, {"command": ["echo", "a|b"], "args": ["c,d", "e\nf"]})
+    assert argv == ["echo", "a|b", "c,d", "e\nf"] and cwd.is_dir()
+
+
+def test_prepare_needs_file_or_command(ws: Workspace) -> None:
+    with pytest.raises(InvalidRequest, match="neither a file nor a command"):
+        ws.prepare("r1", "j", 1, {"args": ["x"]})
+
+
+def test_each_attempt_gets_a_fresh_directory(ws: Workspace) -> None:
+    _, cwd1 = ws.prepare("r1", "j", 1, {"command": ["true"]})
+    (cwd1 / "leftover").write_text("from attempt 1")
+    _, cwd2 = ws.prepare("r1", "j", 2, {"command": ["true"]})
+    assert cwd1 != cwd2 and not (cwd2 / "leftover").exists()
+    _, again = ws.prepare("r1", "j", 1, {"command": ["true"]})  # a re-run of the same attempt starts clean
+    assert again == cwd1 and not (again / "leftover").exists()
+
+
+def _save_project(ws: Workspace, entries: list) -> str:
+    data = make_tar(entries)
+    blob_id = hashlib.sha256(data).hexdigest()
+    assert not ws.has_blob(blob_id)
+    ws.save_blob(blob_id, data)
+    assert ws.has_blob(blob_id)
+    assert not [p for p in (ws.root / "blobs").iterdir() if ".part" in p.name]
+    return blob_id
+
+
+def test_prepare_project_mode_resolves_file_inside_project(ws: Workspace) -> None:
+    blob = _save_project(ws, NORMAL_TREE)
+    argv, cwd = ws.prepare("r1", "train", 1, {"file": "steps/train.py", "project": blob, "args": ["-v"]})
+    project = ws.root / "runs" / "r1" / "project"
+    assert argv == [sys.executable, str(project / "steps" / "train.py"), "-v"]
+    assert (project / "steps" / "lib" / "util.py").read_text() == "X = 1\n"
+    assert cwd == ws.root / "runs" / "r1" / "jobs" / "train" / "1"
+    argv2, _ = ws.prepare("r1", "sh", 1, {"file": "run.sh", "project": blob})
+    assert argv2 == ["bash", str(project / "run.sh")]
+    assert not [p for p in (ws.root / "runs" / "r1").iterdir() if ".part" in p.name]
+
+
+def test_project_extracted_once_per_run(ws: Workspace) -> None:
+    blob = _save_project(ws, NORMAL_TREE)
+    first = ws.project_dir("r1", blob)
+    (first / "marker").write_text("written by a job")
+    assert ws.project_dir("r1", blob) == first and (first / "marker").exists()
+    other = ws.project_dir("r2", blob)
+    assert other != first and not (other / "marker").exists()
+
+
+@pytest.mark.parametrize("name", ["../outside.py", "../../../../outside.py", "steps/../../outside.py"])
+def test_prepare_project_refuses_file_outside(ws: Workspace, name: str) -> None:
+    blob = _save_project(ws, NORMAL_TREE)
+    (ws.root / "runs" / "r1").mkdir(parents=True, exist_ok=True)
+    for parent in [ws.root / "runs" / "r1", ws.root / "runs", ws.root, ws.root.parent]:
+        (parent / "outside.py").write_text("print('escaped')\n")  # exists, so only the path check stops it
+    with pytest.raises(InvalidRequest, match="outside the project"):
+        ws.prepare("r1", "j", 1, {"file": name, "project": blob})
+
+
+def test_prepare_project_refuses_absolute_file(ws: Workspace, tmp_path: Path) -> None:
+    blob = _save_project(ws, NORMAL_TREE)
+    outside = tmp_path / "abs.py"
+    outside.write_text("print(1)\n")
+    with pytest.raises(InvalidRequest, match="outside the project"):
+        ws.prepare("r1", "j", 1, {"file": str(outside), "project": blob})
+
+
+def test_prepare_project_missing_file_or_blob(ws: Workspace) -> None:
+    blob = _save_project(ws, NORMAL_TREE)
+    with pytest.raises(InvalidRequest, match="not in the project archive"):
+        ws.prepare("r1", "j", 1, {"file": "steps/nope.py", "project": blob})
+    with pytest.raises(InvalidRequest, match="not in the project archive"):
+        ws.prepare("r1", "j", 1, {"file": "steps", "project": blob})  # a directory is not a script
+    with pytest.raises(InvalidRequest, match="not on this worker"):
+        ws.prepare("r2", "j", 1, {"file": "steps/train.py", "project": "0" * 64})
+
+
+def test_unsafe_project_is_refused_and_not_installed(ws: Workspace) -> None:
+    blob = _save_project(ws, NORMAL_TREE + [("../../escape.py", "file", "evil")])
+    with pytest.raises(InvalidRequest, match="unsafe path"):
+        ws.prepare("r1", "j", 1, {"file": "steps/train.py", "project": blob})
+    assert not (ws.root / "runs" / "r1" / "project").exists()
+    assert not any(p.name == "escape.py" for p in ws.root.parent.rglob("escape.py"))
+    assert os.listdir(ws.root / "runs" / "r1" / "jobs" / "j" / "1") == []

@@ -1,0 +1,66 @@
+"""Rebuilding the broker's state from the store after a restart.
+
+The journal holds, per run, its meta (``run/``), each job's spec (``spec/``, written before
+the submission was acknowledged) and each job's latest state (``job/``).  A spec without a
+state is a job accepted just before a crash: it comes back PENDING and is released normally.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from titan_zmq.broker import journal
+from titan_zmq.broker.records import JOB_STATE_FIELDS, JobRecord, RunRecord
+from titan_zmq.jobspec import parse_job
+from titan_zmq.protocol import unpack
+from titan_zmq.states import JobState, RunState
+from titan_zmq.store.client import StoreClient
+
+log = logging.getLogger("titan.broker")
+
+
+def load_runs(store: StoreClient) -> list[RunRecord]:
+    """Every run in the journal, with its jobs' specs and states (the scheduler re-derives the rest)."""
+    metas = store.items(journal.RUN)
+    specs = _by_run(store.items(journal.SPEC), journal.SPEC)
+    states = _by_run(store.items(journal.JOB), journal.JOB)
+    runs = []
+    for key, raw in metas.items():
+        meta = unpack(raw) if isinstance(raw, bytes) else {}
+        run_id = key[len(journal.RUN):]
+        run = RunRecord(run_id=run_id, name=meta.get("name", run_id), created_at=meta.get("created_at") or 0.0,
+                        agent_run_id=meta.get("agent_run_id"), state=RunState(meta.get("state", "RUNNING")),
+                        finished_at=meta.get("finished_at"))
+        job_specs = specs.get(run_id, {})
+        for seq, (job_id, spec) in enumerate(sorted(job_specs.items(), key=lambda kv: kv[1][0])):
+            rec = JobRecord(run_id=run_id, spec=spec[1], seq=seq)
+            _apply_state(rec, states.get(run_id, {}).get(job_id))
+            run.jobs[job_id] = rec
+        runs.append(run)
+    return runs
+
+
+def _by_run(items: dict[str, Any], prefix: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, raw in items.items():
+        run_id, _, job_id = key[len(prefix):].rpartition("/")
+        try:
+            value = unpack(raw)
+            if prefix == journal.SPEC:
+                value = (value.pop("_order", 0), parse_job(value, f"journal {key}"))
+        except Exception as exc:  # a record we cannot read: say so, keep the rest
+            log.error("journal record %s unreadable (%s): skipped", key, exc)
+            continue
+        out.setdefault(run_id, {})[job_id] = value
+    return out
+
+
+def _apply_state(rec: JobRecord, state: dict[str, Any] | None) -> None:
+    if not state:
+        return
+    for name in JOB_STATE_FIELDS:
+        if name in state:
+            setattr(rec, name, state[name])
+    rec.state = JobState(state.get("state", "PENDING"))
+
