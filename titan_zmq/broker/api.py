@@ -64,6 +64,15 @@ class ClientApi:
         if not self.b.store_available():
             raise StoreUnavailable(f"store unavailable: {what} not accepted (nothing of it will run); retry later")
 
+    def _store_write(self, ops: list[list[Any]], what: str) -> None:
+        """One store batch for a client's change; a failure is the client's clear 'not accepted'."""
+        try:
+            self.b.store.batch(ops)
+        except StoreUnavailable as exc:
+            self.b.store_down()
+            raise StoreUnavailable(f"store unavailable: {what} not accepted (nothing of it will run); "
+                                   f"retry later ({exc})") from None
+
     def _submit(self, msg: Message, name: str, jobs: list[JobSpec], agent: str | None) -> bytes:
         validate_dag(jobs)
         self._need_store("the submission was")
@@ -73,7 +82,7 @@ class ClientApi:
         meta = {"run_id": run_id, "name": name, "agent_run_id": agent, "state": "RUNNING",
                 "created_at": now, "finished_at": None}
         ops.append(["set", journal.run_key(run_id), pack(meta), None])
-        self.b.store.batch(ops)  # durable before anything runs; StoreUnavailable -> error reply
+        self._store_write(ops, "the submission was")  # durable before anything runs
         self.b.apply(self.b.sched.submit(run_id, name, jobs, now, agent_run_id=agent))
         self.b.commit()  # the specs are durable already; job states follow when the store can take them
         return reply(msg, {"run_id": run_id, "jobs": [j.id for j in jobs]})
@@ -86,7 +95,8 @@ class ClientApi:
             raise InvalidRequest(f"run {run_id!r} already finished ({run.state.value}); cannot add jobs")
         validate_dag(jobs, existing=set(run.jobs))
         self._need_store("the added jobs were")
-        self.b.store.batch(self._project_ops(msg, jobs) + journal.spec_ops(run_id, jobs, first=len(run.jobs)))
+        self._store_write(self._project_ops(msg, jobs) + journal.spec_ops(run_id, jobs, first=len(run.jobs)),
+                          "the added jobs were")
         self.b.apply(self.b.sched.add_jobs(run_id, jobs, time.time()))
         self.b.commit()
         return reply(msg, {"run_id": run_id, "jobs": [j.id for j in jobs]})
@@ -184,7 +194,11 @@ class ClientApi:
         if isinstance(key, str) and key.startswith(("run/", "spec/", "job/", "blob/")) and msg.op not in (Op.KV_GET, Op.KV_KEYS, Op.KV_SMEMBERS):
             raise InvalidRequest(f"key {key!r} is reserved for the broker's journal")
         self._need_store("the store request was")
-        out = dict(self.b.store.request(msg.op, body))
+        try:
+            out = dict(self.b.store.request(msg.op, body))
+        except StoreUnavailable as exc:
+            self.b.store_down()
+            raise StoreUnavailable(f"store unavailable: the store request was not applied ({exc})") from None
         out.pop("rid", None)
         return reply(msg, out, Op.DATA)
 

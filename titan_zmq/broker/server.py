@@ -214,6 +214,11 @@ class Broker:
         self.store_ok = True
         return True
 
+    def store_down(self) -> None:
+        self.store_ok = False
+        self._next_probe = time.time() + defaults.STORE_RETRY_INTERVAL
+        self.counters["store_errors"] += 1
+
     def commit(self) -> bool:
         """Journal every dirty record in one store batch, then publish and send what waited.
 
@@ -231,9 +236,7 @@ class Broker:
             except StoreUnavailable:
                 self.dirty |= dirty
                 log.error("store unavailable: holding %d records and %d sends", len(self.dirty), len(self.held))
-                self.store_ok = False
-                self._next_probe = time.time() + defaults.STORE_RETRY_INTERVAL
-                self.counters["store_errors"] += 1
+                self.store_down()
                 return False
             self._publish_changes(dirty)
         held, self.held = self.held, []

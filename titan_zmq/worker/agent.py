@@ -23,9 +23,11 @@ import zmq
 from titan_zmq import defaults
 from titan_zmq.protocol import Flag, Message, Op, ProtocolError, decode, encode
 from titan_zmq.worker.executor import AttemptKey, Executor, Finished
+from titan_zmq.worker.pids import PidRegistry
 from titan_zmq.worker.workspace import Workspace
 
 log = logging.getLogger("titan.worker")
+REAP_INTERVAL = 1.0  # seconds between sweeps for orphans of dead workers on this host
 
 
 class WorkerAgent:
@@ -50,6 +52,8 @@ class WorkerAgent:
         self.interval = heartbeat_interval
         self.liveness = liveness
         self.executor = Executor()
+        self.pids = PidRegistry(self.workspace.root)
+        self.next_reap = 0.0
         self.outbox: dict[AttemptKey, dict[str, Any]] = {}  # completions not yet acknowledged
         self.ctx = zmq.Context()
         self.sock: zmq.Socket | None = None
@@ -128,6 +132,9 @@ class WorkerAgent:
             self._finish(fin)
         if now - self.last_sent >= self.interval:
             self.send(Op.HEARTBEAT, {})
+        if now >= self.next_reap:
+            self.next_reap = now + REAP_INTERVAL
+            self.pids.reap()
         if now - self.last_recv > self.interval * self.liveness and now >= self.next_connect:
             log.warning("broker silent for %.1fs: reconnecting", now - self.last_recv)
             self.next_connect = now + self.reconnect_delay
@@ -161,6 +168,9 @@ class WorkerAgent:
 
     def _finish(self, fin: Finished) -> None:
         self._send_logs(time.time(), force=True)  # every line goes out before the outcome
+        att = self.executor.attempts.get(fin.key)
+        if att is not None:
+            self.pids.remove(att.pid)
         self.executor.forget(fin.key)
         run_id, job_id, attempt = fin.key
         body = {"run_id": run_id, "job_id": job_id, "attempt": attempt, "exit_code": fin.exit_code, "error": fin.error}
@@ -191,6 +201,7 @@ class WorkerAgent:
             self.outbox[key] = body
             self.send(Op.JOB_COMPLETE, body)
             return
+        self.pids.add(att.pid, key)
         self.send(Op.JOB_STARTED, {"run_id": key[0], "job_id": key[1], "attempt": key[2], "pid": att.pid})
 
     def _env(self, key: AttemptKey, spec: dict[str, Any], cwd: Path) -> dict[str, str]:
@@ -243,6 +254,7 @@ class WorkerAgent:
             for fd in self.executor.fds():
                 self.executor.read(fd)
             for fin in self.executor.poll(time.time()):
+                self.pids.remove(self.executor.attempts[fin.key].pid)
                 self.executor.forget(fin.key)
             time.sleep(0.02)
         if self.sock is not None:
