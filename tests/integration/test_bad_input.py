@@ -19,8 +19,9 @@ from titan_zmq.protocol import HEADER, Op, decode, encode
 def random_frames(seed: int, count: int) -> list[bytes]:
     rnd = random.Random(seed)
     frames: list[bytes] = []
+    valid = encode(Op.STATS, {"rid": 0, "x": "y" * 20})
     for i in range(count):
-        kind = i % 7
+        kind = i % 11
         body = msgpack.packb({"rid": i, "junk": rnd.randbytes(rnd.randint(0, 40))})
         if kind == 0:
             frames.append(rnd.randbytes(rnd.randint(0, 7)))  # shorter than a header
@@ -36,8 +37,21 @@ def random_frames(seed: int, count: int) -> list[bytes]:
         elif kind == 5:
             lst = msgpack.packb([1, 2, 3])
             frames.append(HEADER.pack(1, Op.SUBMIT_DAG, 0, 0, len(lst)) + lst)
-        else:
+        elif kind == 6:
             frames.append(rnd.randbytes(rnd.randint(8, 200)))
+        elif kind == 7:  # deeply nested msgpack
+            deep = b"\x91" * rnd.randint(2_000, 200_000) + b"\xc0"
+            frames.append(HEADER.pack(1, Op.SUBMIT_DAG, 0, 0, len(deep)) + deep)
+        elif kind == 8:  # containers that claim billions of elements
+            huge = rnd.choice([b"\xdf\xff\xff\xff\xff", b"\xdd\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff"])
+            frames.append(HEADER.pack(1, Op.KV_GET, 0, 0, len(huge)) + huge)
+        elif kind == 9:  # a valid frame truncated
+            cut = valid[: rnd.randint(8, len(valid) - 1)]
+            frames.append(cut)
+        else:  # a valid frame with one byte of the body flipped into a never-valid marker
+            body = bytearray(valid)
+            body[8] = 0xC1
+            frames.append(bytes(body))
     return frames
 
 
@@ -61,12 +75,12 @@ def fire(address: str, frames: list[bytes], envelope: bool) -> list[dict]:
 
 def test_random_frames_to_broker_and_store_get_errors_and_both_keep_serving(make_cluster, tmp_path: Path):
     cluster = make_cluster(workers=1)
-    frames = random_frames(seed=7, count=350)
+    frames = random_frames(seed=7, count=10_000)
     for address, envelope in ((cluster.broker_addr, False), (cluster.store_addr, True)):
         replies = fire(address, frames, envelope)
         assert len(replies) == len(frames)
         assert all(r.get("code") and r.get("message") for r in replies), [r for r in replies if not r.get("code")]
-    codes = {r["code"] for r in fire(cluster.broker_addr, frames[:7], False)}
+    codes = {r["code"] for r in fire(cluster.broker_addr, frames[:11], False)}
     assert {"short_frame", "bad_version", "length_mismatch", "unknown_op", "bad_body"} <= codes
     with cluster.client() as c:
         assert c.stats()["bad_frames"] >= len(frames)
