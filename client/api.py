@@ -58,6 +58,7 @@ class TitanClient:
         if timeout is None:
             timeout = float(os.environ.get("TITAN_TIMEOUT") or defaults.REQUEST_TIMEOUT)
         self.conn = Connection(self.address, timeout)
+        self._events: zmq.Socket | None = None
 
     def __enter__(self) -> TitanClient:
         return self
@@ -66,6 +67,9 @@ class TitanClient:
         self.close()
 
     def close(self) -> None:
+        if self._events is not None:
+            self._events.close(0)
+            self._events = None
         self.conn.close()
 
     def _call(self, op: Op, body: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
@@ -123,34 +127,47 @@ class TitanClient:
     def stats(self) -> dict[str, Any]:
         return self._call(Op.STATS)
 
+    def _event_socket(self) -> zmq.Socket:
+        """One SUB socket kept for the client's life, so waiting on a run costs no new connection."""
+        if self._events is None:
+            self._events = self.conn.subscribe()
+        return self._events
+
     def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:
-        """Block until the run finishes; returns its final status. Survives broker restarts."""
+        """Block until the run finishes; returns its final status. Survives broker restarts.
+
+        Wakes up on the run's events from the broker's PUB socket, and asks for the status at least
+        once a second in case an event was missed (a subscription is not instant; a broker restarts).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        topic = f"run/{run_id}/".encode()
         sub: zmq.Socket | None = None
         try:
             while True:
                 try:
                     if sub is None:
-                        sub = self.conn.subscribe(f"run/{run_id}/")
+                        sub = self._event_socket()
+                        sub.setsockopt(zmq.SUBSCRIBE, topic)
                     st = self.status(run_id)
                     if st["state"] in TERMINAL_RUN:
                         return st
                 except BrokerUnavailable:
-                    if sub is not None:
-                        sub.close(0)
-                        sub = None
+                    pass
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise WaitTimeout(f"run {run_id} still running after {timeout:g}s")
                 pause = 1.0 if left is None else min(1.0, left)
-                if sub is not None and sub.poll(int(pause * 1000)):
-                    while sub.poll(0):
-                        sub.recv_multipart()
-                elif sub is None:
+                if sub is None:
                     time.sleep(pause)
+                    continue
+                end = time.monotonic() + pause
+                while (rest := end - time.monotonic()) > 0 and sub.poll(int(rest * 1000) + 1):
+                    got, frame = sub.recv_multipart()
+                    if got == topic and decode(frame).body.get("state") in TERMINAL_RUN:
+                        break
         finally:
             if sub is not None:
-                sub.close(0)
+                sub.setsockopt(zmq.UNSUBSCRIBE, topic)
 
     def logs(self, run_id: str, job_id: str) -> list[str]:
         """Every line the job printed, in order, over all its attempts."""

@@ -124,6 +124,18 @@ def demo(pipeline: str, workers: int, data_dir: str) -> None:
     sys.exit(0 if st["state"] == "SUCCEEDED" else 1)
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="Smaller scenarios (under 3 minutes).")
+@click.option("--json", "json_path", default=None, help="Also write the results to this JSON file.")
+@click.option("--only", multiple=True, help="Run only these scenarios (repeatable).")
+def bench(quick: bool, json_path: str | None, only: tuple[str, ...]) -> None:
+    """Measure titan against the same work run directly with subprocess (own local cluster)."""
+    from client.bench import run_bench
+
+    doc = run_bench(quick, json_path, list(only) or None, click.echo)
+    click.echo(json.dumps(doc, indent=2))
+
+
 # ---- runs ----------------------------------------------------------------------------------
 
 

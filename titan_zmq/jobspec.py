@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from titan_zmq import defaults
@@ -42,7 +42,11 @@ class JobSpec:
     max_wait_seconds: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The msgpack-ready map of the spec (fields that are None left out)."""
+        return {name: value for name in WIRE_FIELDS if (value := getattr(self, name)) is not None}
+
+
+WIRE_FIELDS = tuple(f.name for f in fields(JobSpec))
 
 
 def _int(v: Any) -> bool:

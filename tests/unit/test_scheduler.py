@@ -41,7 +41,9 @@ class Harness:
         for run in self.s.runs.values():
             snap[(run.run_id, None)] = run.meta()
             for jid, rec in run.jobs.items():
-                snap[(run.run_id, jid)] = rec.state_dict()
+                state = rec.state_dict()
+                state.pop("started_at")  # by design journaled with the attempt's next transition, not alone
+                snap[(run.run_id, jid)] = state
         return snap
 
     def _call(self, method: str, *args: Any, **kw: Any) -> list:
@@ -491,7 +493,9 @@ def test_job_started_sets_start_time_only_for_current_attempt(h: Harness) -> Non
     assert h._call("job_started", "other", "r", "a", 1, 1.0) == []
     assert h.s.job("r", "a").started_at is None
     acts = h._call("job_started", "w", "r", "a", 1, 2.0)
-    assert acts == [Journal("r", "a")] and h.s.job("r", "a").started_at == 2.0
+    assert acts == [] and h.s.job("r", "a").started_at == 2.0  # journaled with the next transition
+    h._call("job_finished", "w", "r", "a", 1, 0, 3.0)
+    assert h.s.job("r", "a").state_dict()["started_at"] == 2.0
 
 
 # ---- affinity -------------------------------------------------------------------------------------

@@ -82,9 +82,12 @@ class ClientApi:
         meta = {"run_id": run_id, "name": name, "agent_run_id": agent, "state": "RUNNING",
                 "created_at": now, "finished_at": None}
         ops.append(["set", journal.run_key(run_id), pack(meta), None])
-        self._store_write(ops, "the submission was")  # durable before anything runs
+        # specs and first states go to the store in one batch; until it is in, nothing is sent
         self.b.apply(self.b.sched.submit(run_id, name, jobs, now, agent_run_id=agent))
-        self.b.commit()  # the specs are durable already; job states follow when the store can take them
+        if not self.b.commit(extra_ops=ops):
+            self.b.forget_run(run_id)
+            raise StoreUnavailable("store unavailable: the submission was not accepted (nothing of it will run);"
+                                   " retry later")
         return reply(msg, {"run_id": run_id, "jobs": [j.id for j in jobs]})
 
     def on_add_jobs(self, identity: bytes, msg: Message) -> bytes:

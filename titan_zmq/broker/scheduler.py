@@ -220,6 +220,13 @@ class Scheduler:
                     self._enqueue(run, rec, now)
         return self._flush(now)
 
+    def discard_run(self, run_id: str) -> None:
+        """Forget a run whose submission could not be journaled (its queue entries die lazily)."""
+        self.runs.pop(run_id, None)
+        for w in self.workers.values():
+            w.running = {a for a in w.running if a[0] != run_id}
+        self._out = [a for a in self._out if a.run_id != run_id]
+
     def worker_lost(self, name: str, now: float) -> list[Action]:
         """A worker died or was cut off: its attempts go back to the queue (attempt + 1 on dispatch)."""
         if name in self.workers:
@@ -229,8 +236,7 @@ class Scheduler:
     def job_started(self, name: str, run_id: str, job_id: str, attempt: int, now: float) -> list[Action]:
         rec = self._current(name, run_id, job_id, attempt)
         if rec is not None and rec.started_at is None:
-            rec.started_at = now
-            self._emit(Journal(run_id, job_id))
+            rec.started_at = now  # journaled with the attempt's next transition: not worth a write alone
         return self._flush(now)
 
     def job_finished(

@@ -219,17 +219,18 @@ class Broker:
         self._next_probe = time.time() + defaults.STORE_RETRY_INTERVAL
         self.counters["store_errors"] += 1
 
-    def commit(self) -> bool:
-        """Journal every dirty record in one store batch, then publish and send what waited.
+    def commit(self, extra_ops: list[list[Any]] | None = None) -> bool:
+        """Journal every dirty record (and ``extra_ops``) in one store batch, then publish and send
+        what waited.
 
         While the store is down nothing is sent that depends on the journal (dispatches, kills,
         completion acknowledgements): it all waits, and goes out once the store took the batch.
         """
-        if self.dirty:
+        if self.dirty or extra_ops:
             if not self.store_available():
                 return False
             dirty, self.dirty = self.dirty, set()
-            ops = journal.state_ops(self.sched.runs, dirty)
+            ops = (extra_ops or []) + journal.state_ops(self.sched.runs, dirty)
             try:
                 if ops:
                     self.store.batch(ops)
@@ -248,6 +249,12 @@ class Broker:
             elif isinstance(item, tuple):
                 self.send(item[0], item[1])
         return True
+
+    def forget_run(self, run_id: str) -> None:
+        """Undo a submission the store did not take: no trace of it stays, nothing of it is sent."""
+        self.sched.discard_run(run_id)
+        self.dirty = {d for d in self.dirty if d[0] != run_id}
+        self.held = [h for h in self.held if not (isinstance(h, (Dispatch, Kill)) and h.run_id == run_id)]
 
     def _publish_changes(self, dirty: set[tuple[str, str | None]]) -> None:
         for run_id, job_id in dirty:

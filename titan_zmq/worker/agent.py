@@ -52,6 +52,7 @@ class WorkerAgent:
         self.interval = heartbeat_interval
         self.liveness = liveness
         self.executor = Executor()
+        self.base_env = dict(os.environ)  # the jobs' environment starts from the worker's
         self.pids = PidRegistry(self.workspace.root)
         self.next_reap = 0.0
         self.outbox: dict[AttemptKey, dict[str, Any]] = {}  # completions not yet acknowledged
@@ -118,8 +119,8 @@ class WorkerAgent:
         flush = self.executor.next_flush()
         if flush is not None:
             wake = min(wake, flush)
-        if self.executor.attempts:
-            wake = min(wake, now + 0.05)  # notice exits of jobs that print nothing
+        if self.executor.needs_polling:
+            wake = min(wake, now + 0.05)  # no pidfd: look for exits of jobs that print nothing
         timeout = max(0, int((wake - now) * 1000) + 1)
         for item, _ in poller.poll(timeout):
             if item is self.sock:
@@ -191,6 +192,7 @@ class WorkerAgent:
                 self.workspace.save_blob(spec["project"], b["project_data"])
             argv, cwd = self.workspace.prepare(key[0], key[1], key[2], spec)
             env = self._env(key, spec, cwd)
+            before = time.time() - 0.01
             att = self.executor.start(key, argv, env, str(cwd), spec.get("timeout"))
         except Exception as exc:  # a job that cannot start is a failed attempt, with the reason in its log
             reason = f"cannot start job: {exc}"
@@ -201,11 +203,11 @@ class WorkerAgent:
             self.outbox[key] = body
             self.send(Op.JOB_COMPLETE, body)
             return
-        self.pids.add(att.pid, key)
+        self.pids.add(att.pid, key, before)
         self.send(Op.JOB_STARTED, {"run_id": key[0], "job_id": key[1], "attempt": key[2], "pid": att.pid})
 
     def _env(self, key: AttemptKey, spec: dict[str, Any], cwd: Path) -> dict[str, str]:
-        env = dict(os.environ)
+        env = dict(self.base_env)
         env.update({
             "TITAN_BROKER": self.broker, "TITAN_RUN_ID": key[0], "TITAN_JOB_ID": key[1],
             "TITAN_ATTEMPT": str(key[2]), "TITAN_SHARED_DIR": str(self.workspace.shared_dir(key[0])),

@@ -33,6 +33,7 @@ class Attempt:
     line_bytes: int = 0
     first_line_at: float | None = None
     seq: int = 0  # next LOG_BATCH sequence number
+    pidfd: int | None = None  # readable when the process exits (Linux pidfd), so nothing polls
     kill_reason: str | None = None
     sigkill_at: float | None = None
     exit_code: int | None = None
@@ -72,8 +73,19 @@ class Executor:
             os.set_blocking(fd, False)
             att.open_fds[fd] = stream
             self._by_fd[fd] = att
+        if hasattr(os, "pidfd_open"):
+            try:
+                att.pidfd = os.pidfd_open(proc.pid)
+                self._by_fd[att.pidfd] = att
+            except OSError:
+                att.pidfd = None
         self.attempts[key] = att
         return att
+
+    @property
+    def needs_polling(self) -> bool:
+        """Without pidfds, the loop must wake up now and then to notice exits."""
+        return any(a.pidfd is None and a.exit_code is None for a in self.attempts.values())
 
     def fds(self) -> list[int]:
         return list(self._by_fd)
@@ -82,6 +94,9 @@ class Executor:
         """Read what a pipe has (non-blocking) and cut it into lines."""
         att = self._by_fd.get(fd)
         if att is None:
+            return
+        if fd == att.pidfd:  # the process exited: poll() will collect it
+            self._close_pidfd(att)
             return
         stream = att.open_fds[fd]
         try:
@@ -169,6 +184,7 @@ class Executor:
         if att is not None:
             for fd in list(att.open_fds):
                 self._close_fd(att, fd)
+            self._close_pidfd(att)
 
     def kill_all(self, reason: str) -> None:
         for key in list(self.attempts):
@@ -185,6 +201,12 @@ class Executor:
         att.line_bytes += len(text) + 16
         if att.first_line_at is None:
             att.first_line_at = time.time()
+
+    def _close_pidfd(self, att: Attempt) -> None:
+        if att.pidfd is not None:
+            self._by_fd.pop(att.pidfd, None)
+            os.close(att.pidfd)
+            att.pidfd = None
 
     def _close_fd(self, att: Attempt, fd: int) -> None:
         att.open_fds.pop(fd, None)

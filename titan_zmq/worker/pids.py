@@ -34,12 +34,15 @@ class PidRegistry:
         self.me = os.getpid()
         self.my_ctime = _create_time(self.me) or 0.0
 
-    def add(self, pgid: int, key: tuple[str, str, int]) -> None:
-        entry = {"owner": self.me, "owner_ctime": self.my_ctime, "pgid": pgid,
-                 "ctime": _create_time(pgid) or 0.0, "attempt": list(key)}
-        tmp = self.dir / f".{pgid}.tmp"
-        tmp.write_text(json.dumps(entry))
-        os.replace(tmp, self.dir / f"{pgid}.json")
+    def add(self, pgid: int, key: tuple[str, str, int], started: float) -> None:
+        """Record a job's process group; ``started`` is a time no later than its leader's start."""
+        entry = {"owner": self.me, "owner_ctime": self.my_ctime, "pgid": pgid, "ctime": started,
+                 "attempt": list(key)}
+        fd = os.open(self.dir / f"{pgid}.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, json.dumps(entry).encode())  # one small write; a reader sees all or nothing useful
+        finally:
+            os.close(fd)
 
     def remove(self, pgid: int) -> None:
         try:

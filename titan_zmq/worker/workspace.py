@@ -24,6 +24,7 @@ from titan_zmq.errors import InvalidRequest
 class Workspace:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
+        self._made: set[str] = set()  # shared directories known to exist
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
         (self.root / "runs").mkdir(parents=True, exist_ok=True)
 
@@ -31,16 +32,20 @@ class Workspace:
         return self.root / "runs" / run_id
 
     def shared_dir(self, run_id: str) -> Path:
-        path = self.run_dir(run_id) / "shared"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        path = os.path.join(self.root, "runs", run_id, "shared")
+        if path not in self._made:
+            os.makedirs(path, exist_ok=True)
+            self._made.add(path)
+        return Path(path)
 
     def attempt_dir(self, run_id: str, job_id: str, attempt: int) -> Path:
-        path = self.run_dir(run_id) / "jobs" / job_id / str(attempt)
-        if path.exists():
+        path = os.path.join(self.root, "runs", run_id, "jobs", job_id, str(attempt))
+        try:
+            os.makedirs(path)
+        except FileExistsError:  # left by an earlier worker process: start clean
             shutil.rmtree(path)
-        path.mkdir(parents=True)
-        return path
+            os.makedirs(path)
+        return Path(path)
 
     def has_blob(self, blob_id: str) -> bool:
         return (self.root / "blobs" / f"{blob_id}.tar.gz").exists()

@@ -1,0 +1,285 @@
+"""`titan bench`: what the orchestrator adds on top of running the same processes directly.
+
+Every scenario runs on a fresh local cluster (store, broker, 2 workers x 4 slots, free ports), and
+its floor, the same work through ``subprocess`` on this machine, runs in the same process run.
+Python jobs use the workers' own interpreter in both, so the comparison is fair.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from client.api import TitanClient
+from client.cluster import LocalCluster
+from client.job import TitanJob
+from titan_zmq.protocol import pack
+from titan_zmq.store.client import StoreClient
+
+HELLO = "print('hello')\n"
+TICKER = "import time\nfor i in range({n}):\n    print(f'{{time.time():.6f}}', flush=True)\n    time.sleep(0.01)\n"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+class Bench:
+    def __init__(self, quick: bool, workdir: Path, echo: Callable[[str], None] = print):
+        self.quick = quick
+        self.dir = workdir
+        self.echo = echo
+        self.hello = workdir / "hello.py"
+        self.hello.write_text(HELLO)
+        self.results: dict[str, dict[str, Any]] = {}
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def cluster(self, name: str, store_args: list[str] | None = None) -> LocalCluster:
+        c = LocalCluster(self.dir / name, workers=2, slots=4)
+        c.start_store(store_args)
+        c.start_broker()
+        for i in range(2):
+            c.start_worker(f"worker{i + 1}")
+        c.wait_ready(2)
+        return c
+
+    def py(self) -> list[str]:
+        return [sys.executable, str(self.hello)]
+
+    def floor_pool(self, argv: list[str], n: int, concurrency: int = 8) -> float:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(lambda _: subprocess.run(argv, stdout=subprocess.DEVNULL, check=True), range(n)))
+        return time.perf_counter() - t0
+
+    def floor_each(self, argv: list[str], n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            subprocess.run(argv, stdout=subprocess.PIPE, check=True)
+            out.append(time.perf_counter() - t0)
+        return out
+
+    def record(self, name: str, **fields: Any) -> None:
+        self.results[name] = fields
+        value, unit, floor = fields.get("value"), fields.get("unit"), fields.get("floor")
+        extra = f"  floor {floor:.4g}" if isinstance(floor, (int, float)) else ""
+        ratio = f"  ratio {fields['ratio']:.3f}" if isinstance(fields.get("ratio"), (int, float)) else ""
+        over = f"  +{fields['overhead_ms']:.2f} ms" if isinstance(fields.get("overhead_ms"), (int, float)) else ""
+        self.echo(f"{name:<12} {value:.4g} {unit}{extra}{ratio}{over}")
+
+    def run_to_end(self, c: TitanClient, name: str, jobs: list[TitanJob], timeout: float = 600) -> tuple[float, dict]:
+        t0 = time.perf_counter()
+        run = c.submit_dag(name, jobs)
+        st = c.wait(run.run_id, timeout=timeout)
+        elapsed = time.perf_counter() - t0
+        if st["state"] != "SUCCEEDED":
+            raise RuntimeError(f"{name}: run ended {st['state']}")
+        return elapsed, st
+
+    # ---- scenarios -------------------------------------------------------------------------
+
+    def single(self, c: TitanClient, name: str, job: Callable[[int], TitanJob], floor_argv: list[str]) -> None:
+        n = 10 if self.quick else 40
+        lat = []
+        for i in range(n + 2):
+            t0 = time.perf_counter()
+            run = c.submit_job(job(i))
+            st = c.wait(run.run_id, timeout=60)
+            if st["state"] != "SUCCEEDED":
+                raise RuntimeError(f"{name}: job ended {st['state']}")
+            if i >= 2:  # the first two warm the caches
+                lat.append(time.perf_counter() - t0)
+        floor = self.floor_each(floor_argv, n)
+        p50, p99, f50 = pct(lat, 0.5), pct(lat, 0.99), pct(floor, 0.5)
+        self.record(name, value=p50 * 1000, unit="ms p50", p99_ms=p99 * 1000, floor=f50 * 1000,
+                    floor_p99_ms=pct(floor, 0.99) * 1000, ratio=p50 / f50, overhead_ms=(p50 - f50) * 1000, n=n)
+
+    def throughput(self, c: TitanClient) -> None:
+        n = 200
+        elapsed, _ = self.run_to_end(c, "throughput", [TitanJob(f"h{i}", filename=str(self.hello)) for i in range(n)])
+        floor = self.floor_pool(self.py(), n)
+        self.record("throughput", value=n / elapsed, unit="jobs/s", floor=n / floor, ratio=floor / elapsed,
+                    overhead_ms=(elapsed - floor) / n * 1000, n=n, seconds=elapsed, floor_seconds=floor)
+
+    def chain(self, c: TitanClient) -> None:
+        n = 20 if self.quick else 50
+        jobs = [TitanJob(f"c{i}", filename=str(self.hello), parents=[f"c{i - 1}"] if i else []) for i in range(n)]
+        elapsed, _ = self.run_to_end(c, "chain", jobs)
+        floor = sum(self.floor_each(self.py(), n))
+        self.record("chain", value=(elapsed - floor) / n * 1000, unit="ms/hop", floor=floor, seconds=elapsed,
+                    ratio=elapsed / floor, overhead_ms=(elapsed - floor) / n * 1000, n=n)
+
+    def fan(self, c: TitanClient) -> None:
+        width = 40 if self.quick else 100
+        jobs = [TitanJob("src", filename=str(self.hello))]
+        jobs += [TitanJob(f"m{i}", filename=str(self.hello), parents=["src"]) for i in range(width)]
+        jobs.append(TitanJob("sink", filename=str(self.hello), parents=[f"m{i}" for i in range(width)]))
+        elapsed, _ = self.run_to_end(c, "fan", jobs)
+        floor = sum(self.floor_each(self.py(), 1)) + self.floor_pool(self.py(), width) + sum(self.floor_each(self.py(), 1))
+        self.record("fan", value=elapsed, unit="s", floor=floor, ratio=elapsed / floor,
+                    overhead_ms=(elapsed - floor) * 1000, width=width)
+
+    def big_dag(self, cluster: LocalCluster, c: TitanClient) -> None:
+        n = 1000 if self.quick else 10_000
+        jobs = []
+        for i in range(n):  # groups of 10: a root fanning out to 5, and a chain of 4
+            base, k = i - i % 10, i % 10
+            parents = [] if k == 0 else [f"b{base}"] if k <= 5 else [f"b{i - 1}"] if k > 6 else [f"b{base + 1}"]
+            jobs.append(TitanJob(f"b{i}", command=["true"], parents=parents, retries=0))
+        broker = psutil.Process(cluster.procs["broker"].pid)
+        base_rss = broker.memory_info().rss
+        peak = [base_rss]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.05):
+                peak[0] = max(peak[0], broker.memory_info().rss)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            elapsed, _ = self.run_to_end(c, "big-dag", jobs, timeout=1800)
+        finally:
+            stop.set()
+            sampler.join()
+        floor = self.floor_pool(["true"], n)
+        self.record("big-dag", value=elapsed, unit="s", floor=floor, ratio=elapsed / floor,
+                    overhead_ms=(elapsed - floor) / n * 1000, n=n, peak_rss_mib=peak[0] / 2**20,
+                    rss_per_job_kib=(peak[0] - base_rss) / n / 1024)
+
+    def store_ops(self) -> None:
+        n = 500 if self.quick else 3000
+        out: dict[str, Any] = {}
+        for policy in ("always", "everysec"):
+            cluster = self.cluster(f"store-{policy}", ["--fsync", policy])
+            try:
+                with cluster.client() as c:
+                    t0 = time.perf_counter()
+                    for i in range(n):
+                        c.store_put(f"k{i % 100}", "v" * 64)
+                    sets = n / (time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    for i in range(n):
+                        c.store_get(f"k{i % 100}")
+                    gets = n / (time.perf_counter() - t0)
+                out[policy] = {"set_ops": sets, "get_ops": gets}
+            finally:
+                cluster.stop()
+        self.record("store", value=out["everysec"]["set_ops"], unit="set ops/s everysec",
+                    always_set_ops=out["always"]["set_ops"], always_get_ops=out["always"]["get_ops"],
+                    everysec_get_ops=out["everysec"]["get_ops"], n=n)
+
+    def recovery(self) -> None:
+        transitions = 10_000 if self.quick else 100_000
+        cluster = self.cluster("recovery")
+        try:
+            jobs_n = transitions // 4  # each job journaled 4 times: PENDING, QUEUED, RUNNING, COMPLETED
+            store = StoreClient(cluster.store_addr, timeout=60)
+            run_id = "recovery-bench"
+            meta = {"run_id": run_id, "name": "recovery", "state": "SUCCEEDED", "created_at": time.time(),
+                    "finished_at": time.time(), "agent_run_id": None}
+            ops: list[list[Any]] = [["set", f"run/{run_id}", pack(meta), None]]
+            for i in range(jobs_n):
+                ops.append(["set", f"spec/{run_id}/j{i}", pack({"id": f"j{i}", "command": ["true"], "_order": i}), None])
+            store.batch(ops)
+            for state in ("PENDING", "QUEUED", "RUNNING", "COMPLETED"):
+                for lo in range(0, jobs_n, 5000):
+                    store.batch([["set", f"job/{run_id}/j{i}", pack({"state": state, "attempts": 1}), None]
+                                 for i in range(lo, min(jobs_n, lo + 5000))])
+            store.close()
+            with cluster.client(timeout=2) as c:
+                cluster.procs["broker"].kill()
+                t0 = time.perf_counter()
+                cluster.start_broker()
+                while True:
+                    try:
+                        run = c.submit_job(TitanJob("probe", command=["true"]))
+                        break
+                    except Exception:
+                        time.sleep(0.01)
+                st = c.wait(run.run_id, timeout=60)
+                resumed = st["jobs"]["probe"]["started_at"]
+                elapsed = resumed - (time.time() - (time.perf_counter() - t0))
+        finally:
+            cluster.stop()
+        self.record("recovery", value=elapsed, unit="s", transitions=transitions, jobs=jobs_n)
+
+    def logs(self, c: TitanClient) -> None:
+        n = 100 if self.quick else 400
+        script = self.dir / "ticker.py"
+        script.write_text(TICKER.format(n=n))
+        run = c.submit_job(TitanJob("ticker", filename=str(script)))
+        lat = []
+        for rec in c.follow_logs(run.run_id, "ticker", timeout=120):
+            lat.append(time.time() - float(rec[3]))
+        live = lat[len(lat) // 10:]  # the first lines may come from the backlog
+        self.record("logs", value=pct(live, 0.5) * 1000, unit="ms p50", p99_ms=pct(live, 0.99) * 1000, n=len(live))
+
+    # ---- driver ----------------------------------------------------------------------------
+
+    def run(self, only: list[str] | None = None) -> dict[str, Any]:
+        want = (lambda name: only is None or name in only)
+        if any(want(n) for n in ("single", "single-true", "throughput", "chain", "fan", "logs", "big-dag")):
+            cluster = self.cluster("main")
+            try:
+                with cluster.client(timeout=30) as c:
+                    if want("single"):
+                        self.single(c, "single", lambda i: TitanJob(f"s{i}", filename=str(self.hello)), self.py())
+                    if want("single-true"):
+                        self.single(c, "single-true", lambda i: TitanJob(f"t{i}", command=["true"]), ["true"])
+                    if want("throughput"):
+                        self.throughput(c)
+                    if want("chain"):
+                        self.chain(c)
+                    if want("fan"):
+                        self.fan(c)
+                    if want("logs"):
+                        self.logs(c)
+                    if want("big-dag"):
+                        self.big_dag(cluster, c)
+            finally:
+                cluster.stop()
+        if want("store"):
+            self.store_ops()
+        if want("recovery"):
+            self.recovery()
+        return {"machine": machine(), "quick": self.quick, "scenarios": self.results}
+
+
+def run_bench(quick: bool, json_path: str | None, only: list[str] | None, echo: Callable[[str], None]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="titan-bench-") as tmp:
+        doc = Bench(quick, Path(tmp), echo).run(only)
+    if json_path:
+        Path(json_path).write_text(json.dumps(doc, indent=2))
+    return doc
+
+
