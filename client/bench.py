@@ -247,7 +247,9 @@ class Bench:
     # ---- driver ----------------------------------------------------------------------------
 
     def run(self, only: list[str] | None = None) -> dict[str, Any]:
-        want = (lambda name: only is None or name in only)
+        def want(name: str) -> bool:
+            return only is None or name in only
+
         if any(want(n) for n in ("single", "single-true", "throughput", "chain", "fan", "logs", "big-dag")):
             cluster = self.cluster("main")
             try:
