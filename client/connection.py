@@ -77,7 +77,7 @@ class Connection:
     def subscribe(self, *topics: str) -> zmq.Socket:
         sock = self.ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 2000)  # a slow reader loses live lines, then fills the gap by GET_LOGS
         for topic in topics:
             sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         sock.connect(self.pub_address())

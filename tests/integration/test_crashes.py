@@ -9,6 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from client import TitanJob
 from tests.conftest import RECORD_PY, events, job_state, wait_until, write_pipeline
 from titan_zmq.errors import StoreUnavailable
 
@@ -134,3 +135,23 @@ def test_wait_and_follow_survive_a_broker_restart(make_cluster, tmp_path: Path):
     assert got[:3] == ["tick 0", "tick 1", "tick 2"]
     # lines printed while the broker was down are lost only if no broker took them; none is duplicated
     assert len(got) == len(set(got)) and got[-1] == "tick 11"
+
+
+def test_idle_workers_register_again_after_a_broker_restart(make_cluster):
+    cluster = make_cluster(workers=2)
+    with cluster.client(timeout=2) as c:
+        cluster.procs["broker"].kill()
+        cluster.start_broker()
+        t0 = time.monotonic()
+        wait_until(lambda: _workers_or_empty(c) == {"worker1", "worker2"}, timeout=15,
+                   what="both idle workers to register with the new broker")
+        assert time.monotonic() - t0 < 8
+        run = c.submit_dag("after-restart", [TitanJob(f"j{i}", command=["true"]) for i in range(4)])
+        assert run.wait(timeout=30)["state"] == "SUCCEEDED"
+
+
+def _workers_or_empty(c) -> set[str]:
+    try:
+        return {w["id"] for w in c.workers()}
+    except Exception:
+        return set()

@@ -257,3 +257,24 @@ def test_batches_respect_line_and_byte_caps(ex: Executor, tmp_path: Path) -> Non
     for _, _, lines in out.batches:
         assert len(lines) <= defaults.LOG_BATCH_LINES
         assert sum(len(text.encode()) for _, text in lines) <= defaults.LOG_BATCH_BYTES
+
+
+def test_a_descendant_that_leaves_the_group_does_not_hold_the_attempt_open(tmp_path) -> None:
+    """A daemonised grandchild (setsid) keeps the pipes open; the attempt still ends after the grace."""
+    ex = Executor(kill_grace=0.5)
+    key = ("r", "daemon", 1)
+    pidfile = tmp_path / "daemon.pid"
+    ex.start(key, ["bash", "-c", f"setsid sleep 30 & echo $! > {pidfile}; echo hi"], dict(os.environ),
+             str(tmp_path), None)
+    t0 = time.monotonic()
+    try:
+        out = drive(ex, timeout=10)
+    finally:
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text()), 9)  # the daemon this test started
+            except ProcessLookupError:
+                pass
+    assert out.finished[0].key == key and out.finished[0].exit_code == 0
+    assert time.monotonic() - t0 < 5
+    assert "hi" in [line for _, _, lines in out.batches for _, line in lines]

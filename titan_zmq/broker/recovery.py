@@ -21,14 +21,16 @@ log = logging.getLogger("titan.broker")
 
 
 def load_runs(store: StoreClient) -> list[RunRecord]:
-    """Every run in the journal, with its jobs' specs and states (the scheduler re-derives the rest)."""
-    metas = store.items(journal.RUN)
-    specs = _by_run(store.items(journal.SPEC), journal.SPEC)
-    states = _by_run(store.items(journal.JOB), journal.JOB)
+    """Every run in the journal, with its jobs' specs and states (the scheduler re-derives the rest).
+
+    Read run by run, so no single reply holds the whole journal.
+    """
     runs = []
-    for key, raw in metas.items():
+    for key, raw in store.items(journal.RUN).items():
         meta = unpack(raw) if isinstance(raw, bytes) else {}
         run_id = key[len(journal.RUN):]
+        specs = _by_run(store.items(f"{journal.SPEC}{run_id}/"), journal.SPEC)
+        states = _by_run(store.items(f"{journal.JOB}{run_id}/"), journal.JOB)
         run = RunRecord(run_id=run_id, name=meta.get("name", run_id), created_at=meta.get("created_at") or 0.0,
                         agent_run_id=meta.get("agent_run_id"), state=RunState(meta.get("state", "RUNNING")),
                         finished_at=meta.get("finished_at"))
@@ -38,7 +40,7 @@ def load_runs(store: StoreClient) -> list[RunRecord]:
             _apply_state(rec, states.get(run_id, {}).get(job_id))
             run.jobs[job_id] = rec
         runs.append(run)
-    return runs
+    return sorted(runs, key=lambda r: r.created_at)
 
 
 def _by_run(items: dict[str, Any], prefix: str) -> dict[str, dict[str, Any]]:

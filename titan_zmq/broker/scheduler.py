@@ -70,6 +70,7 @@ class WorkerSlots:
     slots: int
     order: int  # registration order, the tie-break among equally loaded workers
     running: set[tuple[str, str, int]] = field(default_factory=set)  # (run, job, attempt)
+    finishing: set[tuple[str, str, int]] = field(default_factory=set)  # over, outcome not yet received
 
     @property
     def free(self) -> int:
@@ -169,6 +170,7 @@ class Scheduler:
             rec = self.runs.get(run_id, RunRecord.missing()).jobs.get(job_id)
             if rec is not None and rec.state is JobState.RUNNING and rec.attempts == attempt and rec.worker in (None, name):
                 rec.worker = name
+                w.finishing.add((run_id, job_id, attempt))
         for run in self.runs.values():
             if run.state.terminal:
                 continue
@@ -220,6 +222,17 @@ class Scheduler:
                     self._enqueue(run, rec, now)
         return self._flush(now)
 
+    def dispatch_failed(self, name: str, run_id: str, job_id: str, attempt: int, now: float) -> list[Action]:
+        """A dispatch could not be sent: the attempt goes back to the queue (the next is attempt + 1)."""
+        rec = self._current(name, run_id, job_id, attempt)
+        w = self.workers.get(name)
+        if w is not None:
+            w.running.discard((run_id, job_id, attempt))
+        if rec is not None:
+            rec.worker = None
+            self._enqueue(self.runs[run_id], rec, now)
+        return self._flush(now)
+
     def discard_run(self, run_id: str) -> None:
         """Forget a run whose submission could not be journaled (its queue entries die lazily)."""
         self.runs.pop(run_id, None)
@@ -246,6 +259,7 @@ class Scheduler:
         w = self.workers.get(name)
         if w is not None:
             w.running.discard((run_id, job_id, attempt))
+            w.finishing.discard((run_id, job_id, attempt))
         rec = self._current(name, run_id, job_id, attempt)
         if rec is None:
             return self._flush(now)
@@ -422,7 +436,7 @@ class Scheduler:
     def _drop_worker(self, name: str, now: float) -> None:
         w = self.workers.pop(name)
         self._unpin(name)
-        for run_id, job_id, attempt in w.running:
+        for run_id, job_id, attempt in w.running | w.finishing:
             rec = self._current(name, run_id, job_id, attempt)
             if rec is not None:
                 rec.worker = None

@@ -33,6 +33,8 @@ log = logging.getLogger("titan.broker")
 
 Handler = Callable[[bytes, Message], bytes | None]
 DRAIN_BATCH = 2000  # messages handled per loop iteration before the journal is flushed
+RECOVERY_TIMEOUT = 120.0  # seconds the store may take to answer one run's journal at start-up
+PUB_HWM = 2000  # messages queued per slow subscriber before PUB drops (followers fill gaps by GET_LOGS)
 
 
 class Broker:
@@ -46,7 +48,7 @@ class Broker:
         liveness: int = defaults.HEARTBEAT_LIVENESS,
         retry_backoff: float = defaults.RETRY_BACKOFF,
         max_body: int = defaults.MAX_BODY_BYTES,
-        store_timeout: float = defaults.REQUEST_TIMEOUT,
+        store_timeout: float = defaults.STORE_TIMEOUT,
     ):
         self.bind_addr, self.pub_addr = bind, pub
         self.data_dir = Path(data_dir)
@@ -60,7 +62,7 @@ class Broker:
         self.router.bind(bind)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
-        self.pub.setsockopt(zmq.SNDHWM, 100_000)
+        self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
         self.pub.bind(pub)
         self.store = StoreClient(store, timeout=store_timeout)
         self.sched = Scheduler(retry_backoff=retry_backoff)
@@ -68,6 +70,7 @@ class Broker:
         self.logs = LogStore(self.data_dir / "logs")
         self.interval = heartbeat_interval
         self.dirty: set[tuple[str, str | None]] = set()  # records changed since the last commit
+        self.tombstones: list[list[Any]] = []  # deletions of a refused submission's keys, sent first
         self.held: list[Action | tuple[bytes, bytes]] = []  # sends that wait for the commit
         self.store_ok = True
         self._next_probe = 0.0
@@ -89,24 +92,36 @@ class Broker:
             self.recover()
             log.info("titan-broker listening on %s (pub %s)", self.bind_addr, self.pub_addr)
             while self.running:
-                if poller.poll(self._poll_timeout_ms()):
-                    self._drain()
-                self._timers(time.time())
-                self.commit()
+                try:
+                    if poller.poll(self._poll_timeout_ms()):
+                        self._drain()
+                    self._timers(time.time())
+                    self.commit()
+                except zmq.ContextTerminated:
+                    raise
+                except Exception:  # a bug must not take the whole cluster down: say it loudly, go on
+                    log.exception("error in the broker loop")
+                    self.counters["loop_errors"] = self.counters.get("loop_errors", 0) + 1
+                    time.sleep(0.05)
         finally:
             self.close()
 
     def recover(self) -> None:
         """Rebuild every run from the store (waiting for the store if it is not up yet)."""
         t0 = time.time()
-        while self.running:
+        runs = None
+        while self.running and runs is None:
             try:
-                runs = recovery.load_runs(self.store)
-                break
+                self.store.ping(timeout=1.0)
+                reader = StoreClient(self.store.addr, timeout=RECOVERY_TIMEOUT)  # big journals take a while
+                try:
+                    runs = recovery.load_runs(reader)
+                finally:
+                    reader.close()
             except StoreUnavailable:
                 log.warning("store %s unavailable: waiting for it before serving", self.store.addr)
                 time.sleep(defaults.STORE_RETRY_INTERVAL)
-        else:
+        if runs is None:
             return
         now = time.time()
         self.apply(self.sched.restore(runs, now))
@@ -226,11 +241,11 @@ class Broker:
         While the store is down nothing is sent that depends on the journal (dispatches, kills,
         completion acknowledgements): it all waits, and goes out once the store took the batch.
         """
-        if self.dirty or extra_ops:
+        if self.dirty or extra_ops or self.tombstones:
             if not self.store_available():
                 return False
             dirty, self.dirty = self.dirty, set()
-            ops = (extra_ops or []) + journal.state_ops(self.sched.runs, dirty)
+            ops = self.tombstones + (extra_ops or []) + journal.state_ops(self.sched.runs, dirty)
             try:
                 if ops:
                     self.store.batch(ops)
@@ -239,6 +254,7 @@ class Broker:
                 log.error("store unavailable: holding %d records and %d sends", len(self.dirty), len(self.held))
                 self.store_down()
                 return False
+            self.tombstones = []
             self._publish_changes(dirty)
         held, self.held = self.held, []
         for item in held:
@@ -251,7 +267,15 @@ class Broker:
         return True
 
     def forget_run(self, run_id: str) -> None:
-        """Undo a submission the store did not take: no trace of it stays, nothing of it is sent."""
+        """Undo a submission the store did not take: no trace of it stays, nothing of it is sent.
+
+        The store may have applied the batch after all (a reply lost to a timeout), so deletions of
+        every key it could have written go first in the next batch.
+        """
+        run = self.sched.runs.get(run_id)
+        jobs = list(run.jobs) if run else []
+        self.tombstones += [["del", journal.run_key(run_id)]] + [
+            ["del", key(run_id, j)] for j in jobs for key in (journal.spec_key, journal.job_key)]
         self.sched.discard_run(run_id)
         self.dirty = {d for d in self.dirty if d[0] != run_id}
         self.held = [h for h in self.held if not (isinstance(h, (Dispatch, Kill)) and h.run_id == run_id)]
@@ -274,11 +298,8 @@ class Broker:
     def send(self, identity: bytes, frame: bytes) -> bool:
         try:
             self.router.send_multipart([identity, frame], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer is gone; EAGAIN: it is not reading
-            conn = self.registry.by_identity.get(identity)
-            if conn is not None and exc.errno == zmq.EHOSTUNREACH:
-                self.lose_worker(conn, time.time())
-            return False
+        except zmq.ZMQError:  # EHOSTUNREACH: the peer is gone; EAGAIN: it is not reading.
+            return False  # whether a worker is lost is the heartbeat's decision, not one failed send
         conn = self.registry.by_identity.get(identity)
         if conn is not None:
             conn.last_sent = time.time()

@@ -12,6 +12,7 @@ from titan_zmq.broker.registry import WorkerConn
 from titan_zmq.broker.scheduler import Dispatch, Kill
 from titan_zmq.errors import InvalidRequest, StoreUnavailable
 from titan_zmq.protocol import Message, Op, encode, error, reply
+from titan_zmq.states import JobState
 
 if TYPE_CHECKING:
     from titan_zmq.broker.server import Broker, Handler
@@ -75,7 +76,7 @@ class WorkerLink:
         if conn is not None:
             return None
         # a client ping, or a worker the broker does not know (it restarted): say so
-        return reply(msg, {"registered": False, "pub": self.b.pub_addr, "time": time.time()})
+        return reply(msg, {"registered": False, "pub": self.b.pub_addr, "time": time.time()}, Op.HEARTBEAT)
 
 
     def on_started(self, identity: bytes, msg: Message) -> bytes | None:
@@ -128,7 +129,11 @@ class WorkerLink:
         conn = self.b.registry.by_name.get(action.worker)
         if conn is None:
             return  # lost meanwhile: the scheduler already re-queued the attempt
-        rec = self.b.sched.runs[action.run_id].jobs[action.job_id]
+        run = self.b.sched.runs.get(action.run_id)
+        rec = run.jobs.get(action.job_id) if run else None
+        if (rec is None or rec.state is not JobState.RUNNING or rec.attempts != action.attempt
+                or rec.worker != action.worker):
+            return  # overtaken while it waited for the journal (re-queued, cancelled): never send it
         body: dict[str, Any] = {
             "run_id": action.run_id, "job_id": action.job_id, "attempt": action.attempt, "spec": rec.spec.to_wire(),
         }
@@ -140,6 +145,9 @@ class WorkerLink:
                 conn.blobs.add(project)
         if self.b.send(conn.identity, encode(Op.DISPATCH, body)):
             self.b.counters["dispatched"] += 1
+        else:  # the worker's queue is full or it is gone: give the attempt back to the queue
+            self.b.apply(self.b.sched.dispatch_failed(
+                action.worker, action.run_id, action.job_id, action.attempt, time.time()))
 
     def send_kill(self, action: Kill) -> None:
         conn = self.b.registry.by_name.get(action.worker)

@@ -14,6 +14,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import zmq
 
 from titan_zmq import defaults
-from titan_zmq.protocol import Flag, Message, Op, ProtocolError, decode, encode
+from titan_zmq.protocol import Message, Op, ProtocolError, decode, encode
 from titan_zmq.worker.executor import AttemptKey, Executor, Finished
 from titan_zmq.worker.pids import PidRegistry
 from titan_zmq.worker.workspace import Workspace
@@ -56,6 +57,7 @@ class WorkerAgent:
         self.pids = PidRegistry(self.workspace.root)
         self.next_reap = 0.0
         self.outbox: dict[AttemptKey, dict[str, Any]] = {}  # completions not yet acknowledged
+        self.backlog: deque[bytes] = deque()  # frames the socket could not take yet (broker slow or gone)
         self.ctx = zmq.Context()
         self.sock: zmq.Socket | None = None
         self.running = True
@@ -81,6 +83,7 @@ class WorkerAgent:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 200)
         self.sock.connect(self.broker)
+        self.backlog.clear()  # undelivered output of the old link is dropped; outcomes are in the outbox
         self.registered = False
         now = time.time()
         self.last_recv = now
@@ -93,9 +96,25 @@ class WorkerAgent:
             self.send(Op.JOB_COMPLETE, body)
 
     def send(self, op: Op, body: dict[str, Any]) -> None:
+        """Send without ever blocking the loop: what the socket cannot take now waits in ``backlog``,
+        and while it does, no job output is read (the jobs feel the back-pressure, not the worker)."""
+        frame = encode(op, body)
+        if not self.backlog and self._try_send(frame):
+            return
+        self.backlog.append(frame)
+
+    def _try_send(self, frame: bytes) -> bool:
         assert self.sock is not None
-        self.sock.send(encode(op, body))
+        try:
+            self.sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
         self.last_sent = time.time()
+        return True
+
+    def _flush_backlog(self) -> None:
+        while self.backlog and self._try_send(self.backlog[0]):
+            self.backlog.popleft()
 
     # ---- loop ------------------------------------------------------------------------------
 
@@ -111,9 +130,10 @@ class WorkerAgent:
     def _step(self) -> None:
         assert self.sock is not None
         poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        for fd in self.executor.fds():
-            poller.register(fd, zmq.POLLIN)
+        poller.register(self.sock, zmq.POLLIN | (zmq.POLLOUT if self.backlog else 0))
+        if not self.backlog:  # back-pressure: job output waits in its pipe until the link drains
+            for fd in self.executor.fds():
+                poller.register(fd, zmq.POLLIN)
         now = time.time()
         wake = min(self.last_sent + self.interval, self.last_recv + self.interval * self.liveness)
         flush = self.executor.next_flush()
@@ -127,11 +147,12 @@ class WorkerAgent:
                 self._drain()
             else:
                 self.executor.read(item)
+        self._flush_backlog()
         now = time.time()
         self._send_logs(now)
         for fin in self.executor.poll(now):
             self._finish(fin)
-        if now - self.last_sent >= self.interval:
+        if now - self.last_sent >= self.interval and not self.backlog:
             self.send(Op.HEARTBEAT, {})
         if now >= self.next_reap:
             self.next_reap = now + REAP_INTERVAL
@@ -192,7 +213,8 @@ class WorkerAgent:
                 self.workspace.save_blob(spec["project"], b["project_data"])
             argv, cwd = self.workspace.prepare(key[0], key[1], key[2], spec)
             env = self._env(key, spec, cwd)
-            before = time.time() - 0.01
+            # a lower bound of the leader's start time as psutil reports it (whole-second boot time)
+            before = time.time() - 2.0
             att = self.executor.start(key, argv, env, str(cwd), spec.get("timeout"))
         except Exception as exc:  # a job that cannot start is a failed attempt, with the reason in its log
             reason = f"cannot start job: {exc}"
@@ -224,7 +246,7 @@ class WorkerAgent:
             log.info("%s/%s attempt %d: killing its process group", *key)
 
     def on_heartbeat(self, msg: Message) -> None:
-        if msg.flags & Flag.REPLY and msg.body.get("registered") is False:
+        if msg.body.get("registered") is False:
             log.warning("broker does not know this worker (it restarted?): registering again")
             self.connect()
 

@@ -36,6 +36,7 @@ class Attempt:
     pidfd: int | None = None  # readable when the process exits (Linux pidfd), so nothing polls
     kill_reason: str | None = None
     sigkill_at: float | None = None
+    eof_deadline: float | None = None  # after the leader exited: when to stop waiting for pipe EOF
     exit_code: int | None = None
 
     @property
@@ -147,6 +148,7 @@ class Executor:
         times = [a.first_line_at + defaults.LOG_FLUSH_INTERVAL for a in self.attempts.values() if a.first_line_at]
         times += [a.deadline for a in self.attempts.values() if a.deadline and a.exit_code is None]
         times += [a.sigkill_at for a in self.attempts.values() if a.sigkill_at]
+        times += [a.eof_deadline for a in self.attempts.values() if a.eof_deadline and a.open_fds]
         return min(times) if times else None
 
     def kill(self, key: AttemptKey, reason: str) -> bool:
@@ -171,6 +173,12 @@ class Executor:
                 att.exit_code = att.proc.returncode
                 # the job is over when its leader exits: nothing it left behind keeps running
                 _killpg(att.pid, signal.SIGKILL)
+                att.eof_deadline = now + self.kill_grace
+            if att.open_fds and att.eof_deadline is not None and now >= att.eof_deadline:
+                # a descendant that left the process group still holds the pipes: stop waiting for it
+                for fd in list(att.open_fds):
+                    self.read(fd)
+                    self._close_fd(att, fd)
             if att.done:
                 for stream, buf in att.partial.items():
                     if buf:
