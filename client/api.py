@@ -14,10 +14,27 @@ from client import pipeline
 from client.connection import Connection, broker_address
 from client.job import TitanJob
 from titan_zmq import defaults
-from titan_zmq.errors import BrokerUnavailable, InvalidRequest, NotFound, RunFailed, WaitTimeout
+from titan_zmq.errors import (
+    BrokerUnavailable,
+    InvalidRequest,
+    NotFound,
+    RunFailed,
+    StoreUnavailable,
+    TitanError,
+    WaitTimeout,
+)
 from titan_zmq.protocol import Op, decode
+from titan_zmq.store.client import StoreClient
 
 TERMINAL_RUN = {"SUCCEEDED", "FAILED", "CANCELLED"}
+STORE_PROBE = 0.5  # seconds a direct store link gets to answer its first ping
+STORE_RETRY = 30.0  # seconds before trying the direct store link again after it failed
+RESERVED = ("run/", "spec/", "job/", "blob/")  # the broker's journal: read-only for clients
+
+
+def _writable(key: str) -> None:
+    if key.startswith(RESERVED):
+        raise InvalidRequest(f"key {key!r} is reserved for the broker's journal")
 TERMINAL_JOB = {"COMPLETED", "DEAD", "CANCELLED", "SKIPPED"}
 
 
@@ -59,6 +76,8 @@ class TitanClient:
             timeout = float(os.environ.get("TITAN_TIMEOUT") or defaults.REQUEST_TIMEOUT)
         self.conn = Connection(self.address, timeout)
         self._events: zmq.Socket | None = None
+        self._store: StoreClient | None = None  # direct link to the store, once it answered
+        self._store_retry_at = 0.0
 
     def __enter__(self) -> TitanClient:
         return self
@@ -67,6 +86,9 @@ class TitanClient:
         self.close()
 
     def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
         if self._events is not None:
             self._events.close(0)
             self._events = None
@@ -226,30 +248,57 @@ class TitanClient:
 
     # ---- shared store ----------------------------------------------------------------------
 
+    def _kv(self, op: Op, body: dict[str, Any]) -> dict[str, Any]:
+        """A store request: straight to the store when it is reachable from here (one hop instead of
+        two), else through the broker."""
+        if self._store is None and time.monotonic() >= self._store_retry_at:
+            self._store_retry_at = time.monotonic() + STORE_RETRY
+            try:
+                store = StoreClient(self.conn.store_address(), timeout=self.conn.timeout)
+                try:
+                    store.ping(timeout=STORE_PROBE)
+                    self._store = store
+                except TitanError:
+                    store.close()
+            except TitanError:
+                pass
+        if self._store is not None:
+            try:
+                return self._store.request(op, body)
+            except StoreUnavailable:
+                self._store.close()
+                self._store = None  # the broker's answer says what is wrong, clearly
+        return self._call(op, body)
+
     def store_put(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
-        self._call(Op.KV_SET, {"key": key, "value": value, "ttl": ttl})
+        _writable(key)
+        self._kv(Op.KV_SET, {"key": key, "value": value, "ttl": ttl})
 
     def store_get(self, key: str) -> bytes | str | None:
-        body = self._call(Op.KV_GET, {"key": key})
+        body = self._kv(Op.KV_GET, {"key": key})
         return body.get("value") if body.get("found") else None
 
     def store_delete(self, key: str) -> bool:
-        return bool(self._call(Op.KV_DEL, {"key": key}).get("deleted"))
+        _writable(key)
+        return bool(self._kv(Op.KV_DEL, {"key": key}).get("deleted"))
 
     def store_incr(self, key: str, by: int = 1) -> int:
-        return int(self._call(Op.KV_INCR, {"key": key, "by": by})["value"])
+        _writable(key)
+        return int(self._kv(Op.KV_INCR, {"key": key, "by": by})["value"])
 
     def store_sadd(self, key: str, member: bytes | str) -> int:
-        return int(self._call(Op.KV_SADD, {"key": key, "member": member})["added"])
+        _writable(key)
+        return int(self._kv(Op.KV_SADD, {"key": key, "member": member})["added"])
 
     def store_srem(self, key: str, member: bytes | str) -> int:
-        return int(self._call(Op.KV_SREM, {"key": key, "member": member})["removed"])
+        _writable(key)
+        return int(self._kv(Op.KV_SREM, {"key": key, "member": member})["removed"])
 
     def store_smembers(self, key: str) -> list[bytes | str]:
-        return list(self._call(Op.KV_SMEMBERS, {"key": key})["members"])
+        return list(self._kv(Op.KV_SMEMBERS, {"key": key})["members"])
 
     def store_keys(self, prefix: str = "") -> list[str]:
-        return list(self._call(Op.KV_KEYS, {"prefix": prefix})["keys"])
+        return list(self._kv(Op.KV_KEYS, {"prefix": prefix})["keys"])
 
     # ---- files -----------------------------------------------------------------------------
 

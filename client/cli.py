@@ -130,10 +130,11 @@ def demo(pipeline: str, workers: int, data_dir: str) -> None:
 @click.option("--only", multiple=True, help="Run only these scenarios (repeatable).")
 def bench(quick: bool, json_path: str | None, only: tuple[str, ...]) -> None:
     """Measure titan against the same work run directly with subprocess (own local cluster)."""
-    from client.bench import run_bench
+    from client.bench import markdown, run_bench
 
     doc = run_bench(quick, json_path, list(only) or None, click.echo)
     click.echo(json.dumps(doc, indent=2))
+    click.echo(markdown(doc))
 
 
 # ---- runs ----------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from titan_zmq import defaults
 from titan_zmq.errors import BrokerUnavailable, from_reply
 from titan_zmq.protocol import Message, Op, ProtocolError, decode, encode
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 def broker_address(address: str | None = None) -> str:
     """The broker address: the argument, else $TITAN_BROKER, else the default."""
@@ -66,13 +68,20 @@ class Connection:
     def pub_address(self) -> str:
         """The broker's PUB address, as reachable from here."""
         if self._pub is None:
-            reported = str(self.request(Op.HEARTBEAT).body["pub"])
-            pub, mine = urlparse(reported), urlparse(self.address)
-            host = pub.hostname
-            if host in (None, "*", "0.0.0.0", "::"):
-                host = mine.hostname
-            self._pub = f"{pub.scheme}://{host}:{pub.port}"
+            self._pub = self._reachable(str(self.request(Op.HEARTBEAT).body["pub"]))
         return self._pub
+
+    def store_address(self) -> str:
+        """The store's address as the broker knows it, made reachable from here."""
+        return self._reachable(str(self.request(Op.HEARTBEAT).body["store"]))
+
+    def _reachable(self, reported: str) -> str:
+        """A wildcard or loopback host the broker reports means "the broker's host" from here."""
+        addr, mine = urlparse(reported), urlparse(self.address)
+        host = addr.hostname
+        if host in (None, "*", "0.0.0.0", "::") or (host in LOOPBACK and mine.hostname not in LOOPBACK):
+            host = mine.hostname
+        return f"{addr.scheme}://{host}:{addr.port}"
 
     def subscribe(self, *topics: str) -> zmq.Socket:
         sock = self.ctx.socket(zmq.SUB)

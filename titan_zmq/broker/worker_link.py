@@ -76,7 +76,8 @@ class WorkerLink:
         if conn is not None:
             return None
         # a client ping, or a worker the broker does not know (it restarted): say so
-        return reply(msg, {"registered": False, "pub": self.b.pub_addr, "time": time.time()}, Op.HEARTBEAT)
+        return reply(msg, {"registered": False, "pub": self.b.pub_addr, "store": self.b.store.addr,
+                           "time": time.time()}, Op.HEARTBEAT)
 
 
     def on_started(self, identity: bytes, msg: Message) -> bytes | None:
