@@ -132,7 +132,7 @@ def test_layout(ws: Workspace) -> None:
 def test_prepare_inline_python_script(ws: Workspace) -> None:
     spec = {"file": "extract.py", "script": b"print('hi')\n", "args": ["--n", "3", "a b"]}
     argv, cwd = ws.prepare("r1", "extract", 2, spec)
-    assert cwd == ws.root / "runs" / "r1" / "jobs" / "extract" / "2" and cwd.is_dir()
+    assert cwd == ws.root / "runs" / "r1" / "attempts" / "extract@2" and cwd.is_dir()
     assert (cwd / "extract.py").read_bytes() == b"print('hi')\n"
     assert argv == [sys.executable, str(cwd / "extract.py"), "--n", "3", "a b"]
 
@@ -184,7 +184,7 @@ def test_prepare_project_mode_resolves_file_inside_project(ws: Workspace) -> Non
     project = ws.root / "runs" / "r1" / "project"
     assert argv == [sys.executable, str(project / "steps" / "train.py"), "-v"]
     assert (project / "steps" / "lib" / "util.py").read_text() == "X = 1\n"
-    assert cwd == ws.root / "runs" / "r1" / "jobs" / "train" / "1"
+    assert cwd == ws.root / "runs" / "r1" / "attempts" / "train@1"
     argv2, _ = ws.prepare("r1", "sh", 1, {"file": "run.sh", "project": blob})
     assert argv2 == ["bash", str(project / "run.sh")]
     assert not [p for p in (ws.root / "runs" / "r1").iterdir() if ".part" in p.name]
@@ -233,4 +233,4 @@ def test_unsafe_project_is_refused_and_not_installed(ws: Workspace) -> None:
         ws.prepare("r1", "j", 1, {"file": "steps/train.py", "project": blob})
     assert not (ws.root / "runs" / "r1" / "project").exists()
     assert not any(p.name == "escape.py" for p in ws.root.parent.rglob("escape.py"))
-    assert os.listdir(ws.root / "runs" / "r1" / "jobs" / "j" / "1") == []
+    assert os.listdir(ws.root / "runs" / "r1" / "attempts" / "j@1") == []

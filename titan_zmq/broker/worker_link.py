@@ -84,8 +84,10 @@ class WorkerLink:
         conn = self.b.registry.seen(identity, time.time())
         if conn is None:
             return error("unregistered", "worker is not registered; register again", msg.rid)
+        now = time.time()
+        started = now - max(0.0, float(msg.body.get("ran_for") or 0.0))  # the broker's clock, the worker's duration
         self.b.apply(self.b.sched.job_started(
-            conn.name, field(msg, "run_id", str), field(msg, "job_id", str), field(msg, "attempt", int), time.time()
+            conn.name, field(msg, "run_id", str), field(msg, "job_id", str), field(msg, "attempt", int), started
         ))
         return None
 
@@ -94,6 +96,10 @@ class WorkerLink:
         if conn is None:
             return error("unregistered", "worker is not registered; register again", msg.rid)
         run_id, job_id, attempt = field(msg, "run_id", str), field(msg, "job_id", str), field(msg, "attempt", int)
+        now = time.time()
+        ran_for = msg.body.get("ran_for")
+        if isinstance(ran_for, (int, float)):  # a short job's start is told only here
+            self.b.sched.job_started(conn.name, run_id, job_id, attempt, now - max(0.0, float(ran_for)))
         actions = self.b.sched.job_finished(
             conn.name, run_id, job_id, attempt, field(msg, "exit_code", int),
             time.time(), msg.body.get("error"),

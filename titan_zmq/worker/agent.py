@@ -29,6 +29,7 @@ from titan_zmq.worker.workspace import Workspace
 
 log = logging.getLogger("titan.worker")
 REAP_INTERVAL = 1.0  # seconds between sweeps for orphans of dead workers on this host
+ANNOUNCE_AFTER = 0.02  # seconds an attempt runs before JOB_STARTED is sent (shorter ones only complete)
 
 
 class WorkerAgent:
@@ -58,6 +59,7 @@ class WorkerAgent:
         self.next_reap = 0.0
         self.outbox: dict[AttemptKey, dict[str, Any]] = {}  # completions not yet acknowledged
         self.backlog: deque[bytes] = deque()  # frames the socket could not take yet (broker slow or gone)
+        self.unannounced: dict[AttemptKey, float] = {}  # started attempts not yet reported (JOB_STARTED)
         self.ctx = zmq.Context()
         self.sock: zmq.Socket | None = None
         self.running = True
@@ -139,6 +141,8 @@ class WorkerAgent:
         flush = self.executor.next_flush()
         if flush is not None:
             wake = min(wake, flush)
+        if self.unannounced:
+            wake = min(wake, next(iter(self.unannounced.values())) + ANNOUNCE_AFTER)
         if self.executor.needs_polling:
             wake = min(wake, now + 0.05)  # no pidfd: look for exits of jobs that print nothing
         timeout = max(0, int((wake - now) * 1000) + 1)
@@ -152,6 +156,7 @@ class WorkerAgent:
         self._send_logs(now)
         for fin in self.executor.poll(now):
             self._finish(fin)
+        self._announce(now)
         if now - self.last_sent >= self.interval and not self.backlog:
             self.send(Op.HEARTBEAT, {})
         if now >= self.next_reap:
@@ -193,12 +198,28 @@ class WorkerAgent:
         att = self.executor.attempts.get(fin.key)
         if att is not None:
             self.pids.remove(att.pid)
+        ran_for = time.time() - att.started_at if att is not None else 0.0
         self.executor.forget(fin.key)
+        self.unannounced.pop(fin.key, None)
         run_id, job_id, attempt = fin.key
-        body = {"run_id": run_id, "job_id": job_id, "attempt": attempt, "exit_code": fin.exit_code, "error": fin.error}
+        body = {"run_id": run_id, "job_id": job_id, "attempt": attempt, "exit_code": fin.exit_code,
+                "error": fin.error, "ran_for": ran_for}
         self.outbox[fin.key] = body
-        log.info("%s/%s attempt %d ended: exit %d", run_id, job_id, attempt, fin.exit_code)
+        log.debug("%s/%s attempt %d ended: exit %d", run_id, job_id, attempt, fin.exit_code)
         self.send(Op.JOB_COMPLETE, body)
+
+    def _announce(self, now: float) -> None:
+        """JOB_STARTED for attempts that have run for a moment; a job that ends sooner says it all
+        in its JOB_COMPLETE (one message less per short job)."""
+        while self.unannounced:
+            key, since = next(iter(self.unannounced.items()))
+            if now - since < ANNOUNCE_AFTER:
+                return
+            del self.unannounced[key]
+            att = self.executor.attempts.get(key)
+            if att is not None:
+                self.send(Op.JOB_STARTED, {"run_id": key[0], "job_id": key[1], "attempt": key[2], "pid": att.pid,
+                                           "ran_for": now - att.started_at})
 
     # ---- messages from the broker ------------------------------------------------------------
 
@@ -226,7 +247,7 @@ class WorkerAgent:
             self.send(Op.JOB_COMPLETE, body)
             return
         self.pids.add(att.pid, key, before)
-        self.send(Op.JOB_STARTED, {"run_id": key[0], "job_id": key[1], "attempt": key[2], "pid": att.pid})
+        self.unannounced[key] = att.started_at
 
     def _env(self, key: AttemptKey, spec: dict[str, Any], cwd: Path) -> dict[str, str]:
         env = dict(self.base_env)

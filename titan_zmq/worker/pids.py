@@ -1,14 +1,13 @@
 """A per-host registry of job process groups, so no dead worker leaves orphans running.
 
-Each attempt's process group is recorded in ``<workspace>/pids/<pgid>.json`` together with
-the worker that owns it (pid and start time).  Any worker on the host sweeps the registry at
+Each attempt's process group is recorded in ``<workspace>/pids/`` as an empty file named
+``<pgid>_<owner pid>_<owner start time>_<group start bound>.pid``.  Any worker on the host sweeps the registry at
 start and every few seconds: a group whose owner is gone is killed.  Processes are matched
 by process group *and* start time (never by pid alone), so a recycled pid is never killed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -33,40 +32,41 @@ class PidRegistry:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.me = os.getpid()
         self.my_ctime = _create_time(self.me) or 0.0
+        self._mine: dict[int, str] = {}  # pgid -> entry file name
 
     def add(self, pgid: int, key: tuple[str, str, int], started: float) -> None:
-        """Record a job's process group; ``started`` is a time no later than its leader's start."""
-        entry = {"owner": self.me, "owner_ctime": self.my_ctime, "pgid": pgid, "ctime": started,
-                 "attempt": list(key)}
-        fd = os.open(self.dir / f"{pgid}.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, json.dumps(entry).encode())  # one small write; a reader sees all or nothing useful
-        finally:
-            os.close(fd)
+        """Record a job's process group; ``started`` is a time no later than its leader's start.
+
+        The entry is an empty file whose name says it all (one syscall pair, nothing to parse half-written).
+        """
+        name = f"{pgid}_{self.me}_{self.my_ctime:.2f}_{started:.2f}.pid"
+        os.close(os.open(self.dir / name, os.O_WRONLY | os.O_CREAT, 0o644))
+        self._mine[pgid] = name
 
     def remove(self, pgid: int) -> None:
-        try:
-            (self.dir / f"{pgid}.json").unlink()
-        except FileNotFoundError:
-            pass
+        name = self._mine.pop(pgid, None)
+        if name is not None:
+            try:
+                os.unlink(self.dir / name)
+            except FileNotFoundError:
+                pass
 
     def reap(self) -> int:
         """Kill the process groups of dead workers on this host; returns how many groups were killed."""
         killed = 0
-        for path in self.dir.glob("*.json"):
+        for path in self.dir.glob("*.pid"):
             try:
-                entry = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if entry.get("owner") == self.me:
-                continue
-            owner_ctime = _create_time(int(entry["owner"]))
-            if owner_ctime is not None and abs(owner_ctime - float(entry["owner_ctime"])) < SLACK:
-                continue  # its worker is alive: not an orphan
-            if self._kill_group(int(entry["pgid"]), float(entry["ctime"])):
-                killed += 1
-                log.warning("killed orphaned job %s (process group %s) of a dead worker",
-                            "/".join(map(str, entry.get("attempt", []))), entry["pgid"])
+                pgid, owner, owner_ctime, started = path.stem.split("_")
+                if int(owner) == self.me:
+                    continue
+                ctime = _create_time(int(owner))
+                if ctime is not None and abs(ctime - float(owner_ctime)) < SLACK + 0.01:
+                    continue  # its worker is alive: not an orphan
+                if self._kill_group(int(pgid), float(started)):
+                    killed += 1
+                    log.warning("killed the orphaned process group %s of a dead worker (pid %s)", pgid, owner)
+            except ValueError:
+                pass  # not one of ours
             try:
                 path.unlink()
             except FileNotFoundError:

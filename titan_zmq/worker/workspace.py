@@ -5,7 +5,7 @@ Layout under the workspace root::
     blobs/<sha256>.tar.gz                 project archives received from the broker
     runs/<run_id>/shared/                 TITAN_SHARED_DIR: the run's data bus on this host
     runs/<run_id>/project/                the run's project archive, extracted once
-    runs/<run_id>/jobs/<job_id>/<attempt>/  one workspace per attempt (the job's cwd)
+    runs/<run_id>/attempts/<job_id>@<attempt>/  one workspace per attempt (the job's cwd)
 """
 
 from __future__ import annotations
@@ -39,12 +39,15 @@ class Workspace:
         return Path(path)
 
     def attempt_dir(self, run_id: str, job_id: str, attempt: int) -> Path:
-        path = os.path.join(self.root, "runs", run_id, "jobs", job_id, str(attempt))
+        """``runs/<run>/attempts/<job>@<attempt>`` ('@' never occurs in a job id): one mkdir per attempt."""
+        path = os.path.join(self.root, "runs", run_id, "attempts", f"{job_id}@{attempt}")
         try:
+            os.mkdir(path)
+        except FileNotFoundError:  # the run's first attempt on this host
             os.makedirs(path)
         except FileExistsError:  # left by an earlier worker process: start clean
             shutil.rmtree(path)
-            os.makedirs(path)
+            os.mkdir(path)
         return Path(path)
 
     def has_blob(self, blob_id: str) -> bool:
