@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,30 +124,56 @@ class Bench:
         self.record(name, value=p50 * 1000, unit="ms p50", p99_ms=p99 * 1000, floor=f50 * 1000,
                     floor_p99_ms=pct(floor, 0.99) * 1000, ratio=p50 / f50, overhead_ms=(p50 - f50) * 1000, n=n)
 
+    def repeated(self, titan: Callable[[], float], floor: Callable[[], float]) -> tuple[float, float]:
+        """Median seconds of titan and of its floor, run alternately (1 round quick, 3 full) so that
+        drifts of the machine hit both alike."""
+        rounds = 1 if self.quick else 3
+        t, f = [], []
+        for _ in range(rounds):
+            t.append(titan())
+            f.append(floor())
+        return statistics.median(t), statistics.median(f)
+
     def throughput(self, c: TitanClient) -> None:
         n = 200
-        elapsed, _ = self.run_to_end(c, "throughput", [TitanJob(f"h{i}", filename=str(self.hello)) for i in range(n)])
-        floor = self.floor_pool(self.py(), n)
+        elapsed, floor = self.repeated(
+            lambda: self.run_to_end(c, "throughput", [TitanJob(f"h{i}", filename=str(self.hello)) for i in range(n)])[0],
+            lambda: self.floor_pool(self.py(), n))
         self.record("throughput", value=n / elapsed, unit="jobs/s", floor=n / floor, ratio=floor / elapsed,
                     overhead_ms=(elapsed - floor) / n * 1000, n=n, seconds=elapsed, floor_seconds=floor)
 
     def chain(self, c: TitanClient) -> None:
         n = 20 if self.quick else 50
-        jobs = [TitanJob(f"c{i}", filename=str(self.hello), parents=[f"c{i - 1}"] if i else []) for i in range(n)]
-        elapsed, _ = self.run_to_end(c, "chain", jobs)
-        floor = sum(self.floor_each(self.py(), n))
+
+        def chain_of(argv_job: Callable[[int], TitanJob]) -> list[TitanJob]:
+            jobs = [argv_job(i) for i in range(n)]
+            for i in range(1, n):
+                jobs[i].parents = [f"c{i - 1}"]
+            return jobs
+
+        elapsed, floor = self.repeated(
+            lambda: self.run_to_end(c, "chain", chain_of(lambda i: TitanJob(f"c{i}", filename=str(self.hello))))[0],
+            lambda: sum(self.floor_each(self.py(), n)))
+        true_elapsed, true_floor = self.repeated(
+            lambda: self.run_to_end(c, "chain-true", chain_of(lambda i: TitanJob(f"c{i}", command=["true"])))[0],
+            lambda: sum(self.floor_each(["true"], n)))
         self.record("chain", value=(elapsed - floor) / n * 1000, unit="ms/hop", floor=floor, seconds=elapsed,
-                    ratio=elapsed / floor, overhead_ms=(elapsed - floor) / n * 1000, n=n)
+                    ratio=elapsed / floor, overhead_ms=(elapsed - floor) / n * 1000, n=n,
+                    true_hop_overhead_ms=(true_elapsed - true_floor) / n * 1000)
 
     def fan(self, c: TitanClient) -> None:
         width = 40 if self.quick else 100
         jobs = [TitanJob("src", filename=str(self.hello))]
         jobs += [TitanJob(f"m{i}", filename=str(self.hello), parents=["src"]) for i in range(width)]
         jobs.append(TitanJob("sink", filename=str(self.hello), parents=[f"m{i}" for i in range(width)]))
-        elapsed, _ = self.run_to_end(c, "fan", jobs)
-        floor = sum(self.floor_each(self.py(), 1)) + self.floor_pool(self.py(), width) + sum(self.floor_each(self.py(), 1))
-        self.record("fan", value=elapsed, unit="s", floor=floor, ratio=elapsed / floor,
-                    overhead_ms=(elapsed - floor) * 1000, width=width)
+
+        def floor() -> float:
+            return (sum(self.floor_each(self.py(), 1)) + self.floor_pool(self.py(), width)
+                    + sum(self.floor_each(self.py(), 1)))
+
+        elapsed, floor_s = self.repeated(lambda: self.run_to_end(c, "fan", jobs)[0], floor)
+        self.record("fan", value=elapsed, unit="s", floor=floor_s, ratio=elapsed / floor_s,
+                    overhead_ms=(elapsed - floor_s) * 1000, width=width)
 
     def big_dag(self, cluster: LocalCluster, c: TitanClient) -> None:
         n = 1000 if self.quick else 10_000

@@ -6,6 +6,7 @@ The loop polls with a timeout so the everysec fsync, the TTL sweep and a stop re
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 
@@ -66,12 +67,18 @@ class StoreServer:
 
     def serve_forever(self) -> None:
         """Serve until STOP, :meth:`request_stop` or a journal failure."""
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
+        self.socket.setsockopt(zmq.RCVTIMEO, POLL_MS)  # a blocking recv with a timeout: one call per request
         log.info("titan-store listening on %s (fsync=%s)", self.bind, self.service.aof.fsync)
         while not (self._stop_requested or self.service.stopped):
-            if poller.poll(POLL_MS):
+            try:
                 parts = self.socket.recv_multipart()
+            except zmq.Again:
+                parts = None
+            except zmq.ZMQError as exc:
+                if exc.errno == errno.EINTR:  # a signal (SIGTERM) arrived: look at the stop flag
+                    continue
+                raise
+            if parts is not None:
                 self.socket.send(self._answer(parts))
             self.service.tick()
 
