@@ -125,17 +125,19 @@ class ClientApi:
         if run_id is None:
             if not self.b.sched.runs:
                 raise NotFound("no runs yet")
-            run_id = max(self.b.sched.runs.values(), key=lambda r: r.created_at).run_id
+            run_id = next(reversed(self.b.sched.runs))  # runs are kept in submission order
         return reply(msg, self.b.sched.run(run_id).status(), Op.DATA)
 
     def on_list_runs(self, identity: bytes, msg: Message) -> bytes:
         agent = field(msg, "agent_run_id", (str, type(None)), None)
         limit = field(msg, "limit", int, 100)
-        runs = sorted(self.b.sched.runs.values(), key=lambda r: r.created_at, reverse=True)
-        if agent is not None:
-            runs = [r for r in runs if r.agent_run_id == agent]
-        out = []
-        for r in runs[:limit]:
+        out: list[dict[str, Any]] = []
+        for run_id in reversed(self.b.sched.runs):  # newest first, without sorting every run ever seen
+            if len(out) >= limit:
+                break
+            r = self.b.sched.runs[run_id]
+            if agent is not None and r.agent_run_id != agent:
+                continue
             counts: dict[str, int] = {}
             for j in r.jobs.values():
                 counts[j.state.value] = counts.get(j.state.value, 0) + 1
