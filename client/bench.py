@@ -125,9 +125,10 @@ class Bench:
                     floor_p99_ms=pct(floor, 0.99) * 1000, ratio=p50 / f50, overhead_ms=(p50 - f50) * 1000, n=n)
 
     def repeated(self, titan: Callable[[], float], floor: Callable[[], float]) -> tuple[float, float]:
-        """Median seconds of titan and of its floor, run alternately (1 round quick, 3 full) so that
-        drifts of the machine hit both alike."""
+        """Median seconds of titan and of its floor, run alternately (1 round quick, 3 full, after one
+        unmeasured warm-up round each) so that drifts of the machine hit both alike."""
         rounds = 1 if self.quick else 3
+        titan(), floor()  # warm-up: the first round pays for cold caches on both sides
         t, f = [], []
         for _ in range(rounds):
             t.append(titan())
