@@ -14,6 +14,7 @@ from client import pipeline
 from client.connection import Connection, broker_address
 from client.job import TitanJob
 from titan_zmq import defaults
+from titan_zmq.broker import journal
 from titan_zmq.errors import (
     BrokerUnavailable,
     InvalidRequest,
@@ -24,18 +25,18 @@ from titan_zmq.errors import (
     WaitTimeout,
 )
 from titan_zmq.protocol import Op, decode
+from titan_zmq.states import TERMINAL_JOB_STATES, RunState
 from titan_zmq.store.client import StoreClient
 
-TERMINAL_RUN = {"SUCCEEDED", "FAILED", "CANCELLED"}
+TERMINAL_RUN = {s.value for s in RunState if s.terminal}
+TERMINAL_JOB = {s.value for s in TERMINAL_JOB_STATES}
 STORE_PROBE = 0.5  # seconds a direct store link gets to answer its first ping
 STORE_RETRY = 30.0  # seconds before trying the direct store link again after it failed
-RESERVED = ("run/", "spec/", "job/", "blob/")  # the broker's journal: read-only for clients
 
 
 def _writable(key: str) -> None:
-    if key.startswith(RESERVED):
+    if key.startswith(journal.RESERVED):
         raise InvalidRequest(f"key {key!r} is reserved for the broker's journal")
-TERMINAL_JOB = {"COMPLETED", "DEAD", "CANCELLED", "SKIPPED"}
 
 
 class Run:
@@ -45,22 +46,27 @@ class Run:
         self.client, self.run_id, self.job_ids = client, run_id, job_ids
 
     def status(self) -> dict[str, Any]:
+        """The run's status document: state and every job's state, attempts, worker, times."""
         return self.client.status(self.run_id)
 
     @property
     def state(self) -> str:
+        """The run's state: RUNNING, SUCCEEDED, FAILED or CANCELLED."""
         return str(self.status()["state"])
 
     def wait(self, timeout: float | None = None, check: bool = False) -> dict[str, Any]:
+        """Block until the run ends; with ``check``, raise RunFailed unless it SUCCEEDED."""
         st = self.client.wait(self.run_id, timeout)
         if check and st["state"] != "SUCCEEDED":
             raise RunFailed(f"run {self.run_id} ended {st['state']}")
         return st
 
     def logs(self, job_id: str) -> list[str]:
+        """Every line a job of this run printed."""
         return self.client.logs(self.run_id, job_id)
 
     def cancel(self, job_id: str | None = None) -> dict[str, Any]:
+        """Cancel one job (and its descendants) or the whole run."""
         return self.client.cancel(self.run_id, job_id)
 
     def __repr__(self) -> str:
@@ -68,6 +74,9 @@ class Run:
 
 
 class TitanClient:
+    """The client of a titan-zmq cluster: one DEALER to the broker, a SUB for its events and, when it
+    can reach it, a direct link to the store. Every call has a timeout. Not thread-safe."""
+
     def __init__(self, address: str | None = None, timeout: float | None = None):
         """``address`` defaults to $TITAN_BROKER, then tcp://127.0.0.1:9090; ``timeout`` (seconds per
         request) to $TITAN_TIMEOUT, then 10."""
@@ -86,6 +95,7 @@ class TitanClient:
         self.close()
 
     def close(self) -> None:
+        """Close the client's sockets."""
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -100,20 +110,24 @@ class TitanClient:
     # ---- submitting ------------------------------------------------------------------------
 
     def ping(self, timeout: float | None = None) -> dict[str, Any]:
+        """Ask the broker for a sign of life (also tells its PUB and store addresses)."""
         return self._call(Op.HEARTBEAT, {}, timeout)
 
     def submit_job(self, job: TitanJob, base_dir: str | Path | None = None) -> Run:
+        """Submit one job as a run of its own; scripts are read relative to ``base_dir``."""
         body = self._call(Op.SUBMIT_JOB, {"job": job.to_wire(base_dir), "name": job.job_id})
         return Run(self, body["run_id"], body["jobs"])
 
     def submit_dag(self, name: str, jobs: list[TitanJob], agent_run_id: str | None = None,
                    base_dir: str | Path | None = None) -> Run:
+        """Submit jobs as one run (a DAG through their ``parents``); ``agent_run_id`` groups runs."""
         wire = [j.to_wire(base_dir) for j in jobs]
         body = self._call(Op.SUBMIT_DAG, {"name": name, "jobs": wire, "agent_run_id": agent_run_id})
         return Run(self, body["run_id"], body["jobs"])
 
     def submit_yaml(self, path: str | Path, wait: bool = False, timeout: float | None = None,
                     agent_run_id: str | None = None) -> Run:
+        """Load, check and submit a YAML pipeline; with ``wait``, block until it ends."""
         pipe = pipeline.load(path)
         sub = pipe.submission()
         if agent_run_id:
@@ -133,20 +147,25 @@ class TitanClient:
         return list(body["jobs"])
 
     def cancel(self, run_id: str, job_id: str | None = None) -> dict[str, Any]:
+        """Cancel one job (and its descendants) or a whole run; running processes are killed."""
         return self._call(Op.CANCEL_JOB, {"run_id": run_id, "job_id": job_id})
 
     # ---- watching --------------------------------------------------------------------------
 
     def status(self, run_id: str | None = None) -> dict[str, Any]:
+        """A run's status document (default: the newest run)."""
         return self._call(Op.GET_JOB_STATUS, {"run_id": run_id})
 
     def runs(self, agent_run_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Runs, newest first, optionally only those of one agent run."""
         return list(self._call(Op.LIST_RUNS, {"agent_run_id": agent_run_id, "limit": limit})["runs"])
 
     def workers(self) -> list[dict[str, Any]]:
+        """The registered workers: id, host, pid, capabilities, slots, running jobs."""
         return list(self._call(Op.LIST_WORKERS)["workers"])
 
     def stats(self) -> dict[str, Any]:
+        """Broker counters: workers, runs, jobs by state, bad frames, store health, RSS."""
         return self._call(Op.STATS)
 
     def _event_socket(self) -> zmq.Socket:
@@ -271,38 +290,47 @@ class TitanClient:
         return self._call(op, body)
 
     def store_put(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
+        """Set a key to bytes or text, optionally expiring after ``ttl`` seconds."""
         _writable(key)
         self._kv(Op.KV_SET, {"key": key, "value": value, "ttl": ttl})
 
     def store_get(self, key: str) -> bytes | str | None:
+        """A key's value (bytes or text, as stored), or None."""
         body = self._kv(Op.KV_GET, {"key": key})
         return body.get("value") if body.get("found") else None
 
     def store_delete(self, key: str) -> bool:
+        """Delete a key (and a set of that name); True if something was deleted."""
         _writable(key)
         return bool(self._kv(Op.KV_DEL, {"key": key}).get("deleted"))
 
     def store_incr(self, key: str, by: int = 1) -> int:
+        """Add ``by`` to an integer key (missing counts as 0); returns the new value."""
         _writable(key)
         return int(self._kv(Op.KV_INCR, {"key": key, "by": by})["value"])
 
     def store_sadd(self, key: str, member: bytes | str) -> int:
+        """Add a member to a set: 1 if it was new, 0 if it was there."""
         _writable(key)
         return int(self._kv(Op.KV_SADD, {"key": key, "member": member})["added"])
 
     def store_srem(self, key: str, member: bytes | str) -> int:
+        """Remove a member from a set: 1 if it was there, 0 if not."""
         _writable(key)
         return int(self._kv(Op.KV_SREM, {"key": key, "member": member})["removed"])
 
     def store_smembers(self, key: str) -> list[bytes | str]:
+        """The members of a set."""
         return list(self._kv(Op.KV_SMEMBERS, {"key": key})["members"])
 
     def store_keys(self, prefix: str = "") -> list[str]:
+        """Keys and set names starting with ``prefix``, sorted."""
         return list(self._kv(Op.KV_KEYS, {"prefix": prefix})["keys"])
 
     # ---- files -----------------------------------------------------------------------------
 
     def upload_file(self, path: str | Path, name: str | None = None) -> str:
+        """Upload a file as a named asset (default name: the file's name)."""
         path = Path(path)
         if not path.is_file():
             raise NotFound(f"no file {str(path)!r}")
@@ -311,6 +339,7 @@ class TitanClient:
         return name
 
     def fetch_artifact(self, name: str, dest: str | Path | None = None) -> bytes:
+        """A named asset's bytes (also written to ``dest`` if given)."""
         data = self._call(Op.FETCH_ASSET, {"name": name}, timeout=max(self.conn.timeout, 30))["data"]
         if dest is not None:
             Path(dest).write_bytes(data)
@@ -327,6 +356,7 @@ class TitanClient:
         return full
 
     def get_artifact(self, name: str, run_id: str | None = None, dest: str | Path | None = None) -> bytes:
+        """An artifact a job of the run published (default run: $TITAN_RUN_ID)."""
         run_id = run_id or os.environ.get("TITAN_RUN_ID")
         if not run_id:
             raise InvalidRequest("get_artifact needs a run id (or TITAN_RUN_ID in the environment)")

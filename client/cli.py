@@ -25,19 +25,25 @@ broker_option = click.option(
 )
 
 
+def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a TitanError into ``error: <message>`` on stderr and exit status 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TitanError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return run
+
+
 def command(group: click.Group, name: str | None = None) -> Callable[[Callable[..., Any]], click.Command]:
-    """A subcommand with --broker, that turns TitanError into a clean message and exit status 2."""
+    """A subcommand that talks to a broker: --broker, and clean errors."""
 
     def wrap(fn: Callable[..., Any]) -> click.Command:
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except TitanError as exc:
-                click.echo(f"error: {exc}", err=True)
-                sys.exit(2)
-
-        return group.command(name)(broker_option(run))
+        return group.command(name)(broker_option(clean_errors(fn)))
 
     return wrap
 
@@ -109,6 +115,7 @@ def up(workers: int, slots: int, data_dir: str, base_port: int) -> None:
 @click.argument("pipeline", default="pipelines/etl/etl.yaml")
 @click.option("--workers", default=2, show_default=True)
 @click.option("--data-dir", default=".titan-demo", show_default=True)
+@clean_errors
 def demo(pipeline: str, workers: int, data_dir: str) -> None:
     """Start a throw-away local cluster, run PIPELINE with live logs, show the result, stop."""
     with LocalCluster(Path(data_dir), workers=workers) as cluster:
@@ -128,6 +135,7 @@ def demo(pipeline: str, workers: int, data_dir: str) -> None:
 @click.option("--quick", is_flag=True, help="Smaller scenarios (under 3 minutes).")
 @click.option("--json", "json_path", default=None, help="Also write the results to this JSON file.")
 @click.option("--only", multiple=True, help="Run only these scenarios (repeatable).")
+@clean_errors
 def bench(quick: bool, json_path: str | None, only: tuple[str, ...]) -> None:
     """Measure titan against the same work run directly with subprocess (own local cluster)."""
     from client.bench import markdown, run_bench

@@ -90,6 +90,12 @@ class Proc:
 
 @dataclass
 class LocalCluster:
+    """Store, broker and workers as real local processes on ports P, P+1, P+2 (P free by default).
+
+    Each component can be started, killed (``procs[name].kill()``, a crash) and started again alone;
+    ``stop()`` ends them all, workers first.
+    """
+
     data_dir: Path
     base_port: int = 0
     workers: int = 2

@@ -84,6 +84,7 @@ class Connection:
         return f"{addr.scheme}://{host}:{addr.port}"
 
     def subscribe(self, *topics: str) -> zmq.Socket:
+        """A SUB socket on the broker's PUB, subscribed to ``topics`` (prefixes)."""
         sock = self.ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 2000)  # a slow reader loses live lines, then fills the gap by GET_LOGS

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from client.api import TERMINAL_RUN, TitanClient
+from client.api import TERMINAL_JOB, TERMINAL_RUN, TitanClient
 from titan_zmq.errors import BrokerUnavailable
 from titan_zmq.protocol import decode
 
@@ -16,12 +16,17 @@ def follow_run(client: TitanClient, run_id: str, timeout: float | None = None) -
     deadline = None if timeout is None else time.monotonic() + timeout
     sub = client.conn.subscribe(f"log/{run_id}/", f"run/{run_id}/")
     nxt: dict[str, int] = {}
+    complete: set[str] = set()  # finished jobs whose every line was yielded: never asked again
 
-    def catch_up(job_id: str) -> Iterator[tuple[str, list[Any]]]:
+    def catch_up(job_id: str, finished: bool = False) -> Iterator[tuple[str, list[Any]]]:
+        if job_id in complete:
+            return
         for rec in client.log_records(run_id, job_id, nxt.get(job_id, 0)):
             if rec[0] >= nxt.get(job_id, 0):
                 nxt[job_id] = rec[0] + 1
                 yield job_id, rec
+        if finished:
+            complete.add(job_id)
 
     try:
         while True:
@@ -30,8 +35,8 @@ def follow_run(client: TitanClient, run_id: str, timeout: float | None = None) -
             except BrokerUnavailable:
                 st = None
             if st is not None:
-                for job_id in st["jobs"]:
-                    yield from catch_up(job_id)
+                for job_id, job in st["jobs"].items():
+                    yield from catch_up(job_id, finished=job["state"] in TERMINAL_JOB)
                 if st["state"] in TERMINAL_RUN:
                     return
             end = time.monotonic() + 2.0

@@ -10,8 +10,22 @@ from titan_zmq import defaults
 from titan_zmq.errors import PipelineError
 
 
+def inline_script(path: Path, job_id: str, where: str = "") -> tuple[str, bytes]:
+    """The (file name, content) a job ships for a local script; PipelineError if it is not a file."""
+    if not path.is_file():
+        raise PipelineError(f"{where}{'file: ' if where else ''}{str(path)!r} not found (job {job_id!r})")
+    return path.name, path.read_bytes()
+
+
 @dataclass
 class TitanJob:
+    """A job as the client describes it, with the original Titan SDK's field names.
+
+    ``filename`` is a local script, shipped inline with the job (``file`` + ``script`` on the wire);
+    ``command`` is an argv to run instead; ``parents`` becomes ``depends_on``; ``job_type`` becomes
+    ``type``. Everything else keeps its name.
+    """
+
     job_id: str
     filename: str | None = None  # a local script; shipped inline with the job
     args: list[str] | str = field(default_factory=list)
@@ -42,9 +56,5 @@ class TitanJob:
             if value is not None:
                 out[key] = value
         if self.filename is not None:
-            path = Path(base_dir or ".") / self.filename
-            if not path.is_file():
-                raise PipelineError(f"job {self.job_id!r}: file {str(path)!r} not found")
-            out["file"] = path.name
-            out["script"] = path.read_bytes()
+            out["file"], out["script"] = inline_script(Path(base_dir or ".") / self.filename, self.job_id)
         return out

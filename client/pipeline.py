@@ -33,17 +33,20 @@ from typing import Any
 
 import yaml
 
+from client.job import inline_script
 from titan_zmq import defaults
 from titan_zmq.errors import InvalidRequest, PipelineError
 from titan_zmq.jobspec import FIELD_NAMES, parse_job, validate_dag
 
 TOP_FIELDS = {"name": str, "project": bool, "agent_run_id": str, "jobs": list}
 YAML_JOB_FIELDS = FIELD_NAMES - {"script", "project"}
-SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "node_modules", ".titan-data", ".titan-work"}
+SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "node_modules", defaults.DATA_DIR, defaults.WORKSPACE}
 
 
 @dataclass
 class Pipeline:
+    """A checked pipeline, ready to submit (``submission()`` is the SUBMIT_DAG body)."""
+
     name: str
     jobs: list[dict[str, Any]]  # wire form, scripts inline unless project mode
     agent_run_id: str | None = None
@@ -60,6 +63,7 @@ class Pipeline:
 
 
 def load(path: str | Path) -> Pipeline:
+    """Read and check a YAML pipeline; PipelineError names the file, and the line or field at fault."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -78,6 +82,7 @@ def load(path: str | Path) -> Pipeline:
 
 
 def parse(doc: Any, base: Path, path: Path | None = None) -> Pipeline:
+    """Check a loaded pipeline document; scripts are read relative to ``base``."""
     if not isinstance(doc, dict):
         raise PipelineError("expected a map with name and jobs at the top")
     for key, value in doc.items():
@@ -116,8 +121,7 @@ def parse(doc: Any, base: Path, path: Path | None = None) -> Pipeline:
                                         f" (hidden or {', '.join(sorted(SKIP_DIRS))})")
                 job["file"] = rel.as_posix()
             else:
-                job["file"] = script.name
-                job["script"] = script.read_bytes()
+                job["file"], job["script"] = inline_script(script, spec.id, f"jobs[{i}].")
         jobs.append(job)
     archive = None
     if project:

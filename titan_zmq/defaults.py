@@ -6,7 +6,10 @@ HOST = "127.0.0.1"  # loopback by default; other interfaces need an explicit fla
 BROKER_PORT = 9090  # broker ROUTER (clients and workers)
 PUB_PORT = 9091  # broker PUB (logs, events, heartbeat ticks)
 STORE_PORT = 9092  # store REP
-UI_PORT = 9093  # UI HTTP when started by `titan up` (base port + 3)
+UI_PORT = 9093  # UI HTTP (base port + 3 under `titan up`) once the UI issue lands
+
+DATA_DIR = ".titan-data"  # broker logs and store AOF, unless --data-dir says otherwise
+WORKSPACE = ".titan-work"  # a worker's attempt workspaces, run directories and archives
 
 BROKER_ADDR = f"tcp://{HOST}:{BROKER_PORT}"
 PUB_ADDR = f"tcp://{HOST}:{PUB_PORT}"

@@ -121,6 +121,8 @@ def parse_job(raw: Any, where: str = "job") -> JobSpec:
             data[key] = split_args(data[key]) if key == "args" else [data[key]]
     if "delay" in data:
         data["delay"] = float(data["delay"])
+    if "requirement" in data:
+        data["requirement"] = data["requirement"].upper()  # tags are case-insensitive, as on workers
     return JobSpec(**data)
 
 
@@ -156,30 +158,26 @@ def validate_dag(jobs: list[JobSpec], existing: set[str] | frozenset[str] = froz
 
 
 def find_cycle(parents: dict[str, list[str]]) -> list[str] | None:
-    """Return one cycle as a path (first id repeated at the end), or None. Iterative DFS."""
+    """Return one cycle as a path (first id repeated at the end), or None. Iterative DFS, O(V + E)."""
     white, grey, black = 0, 1, 2
     color = dict.fromkeys(parents, white)
     for root in parents:
         if color[root] != white:
             continue
-        stack: list[tuple[str, int]] = [(root, 0)]
-        path: list[str] = []
         color[root] = grey
-        path.append(root)
+        path = [root]
+        stack = [iter(parents.get(root, []))]
         while stack:
-            node, i = stack[-1]
-            deps = [p for p in parents.get(node, []) if p in parents]
-            if i < len(deps):
-                stack[-1] = (node, i + 1)
-                nxt = deps[i]
-                if color[nxt] == grey:
-                    return path[path.index(nxt):] + [nxt]
-                if color[nxt] == white:
-                    color[nxt] = grey
-                    stack.append((nxt, 0))
-                    path.append(nxt)
-            else:
-                color[node] = black
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                color[path.pop()] = black
                 stack.pop()
-                path.pop()
+            elif nxt not in color:
+                continue  # a parent outside this set (an existing job): cannot close a cycle here
+            elif color[nxt] == grey:
+                return path[path.index(nxt):] + [nxt]
+            elif color[nxt] == white:
+                color[nxt] = grey
+                path.append(nxt)
+                stack.append(iter(parents.get(nxt, [])))
     return None

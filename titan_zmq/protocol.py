@@ -88,6 +88,7 @@ class ErrorCode:
     NOT_FOUND = "not_found"
     INVALID = "invalid"
     STORE_UNAVAILABLE = "store_unavailable"
+    UNREGISTERED = "unregistered"  # a worker message from a connection the broker does not know
     INTERNAL = "internal"
 
 

@@ -16,7 +16,7 @@ from titan_zmq.cli_common import on_stop_signals, setup_logging
               help="PUB address for logs, events and heartbeat ticks.")
 @click.option("--store", envvar="TITAN_STORE", show_envvar=True, default=defaults.STORE_ADDR,
               help="Address of the store.")
-@click.option("--data-dir", envvar="TITAN_DATA_DIR", show_envvar=True, default=".titan-data",
+@click.option("--data-dir", envvar="TITAN_DATA_DIR", show_envvar=True, default=defaults.DATA_DIR,
               help="Directory for job logs.")
 @click.option("--heartbeat-interval", envvar="TITAN_HEARTBEAT_INTERVAL", show_envvar=True, type=float,
               default=defaults.HEARTBEAT_INTERVAL, help="Seconds between heartbeats.")

@@ -14,7 +14,7 @@ from titan_zmq.broker import journal
 from titan_zmq.broker.worker_link import field
 from titan_zmq.errors import InvalidRequest, NotFound, StoreUnavailable
 from titan_zmq.jobspec import JobSpec, parse_job, parse_jobs, validate_dag
-from titan_zmq.protocol import Message, Op, pack, reply
+from titan_zmq.protocol import Message, Op, reply
 from titan_zmq.states import JobState
 
 if TYPE_CHECKING:
@@ -74,14 +74,10 @@ class ClientApi:
                                    f"retry later ({exc})") from None
 
     def _submit(self, msg: Message, name: str, jobs: list[JobSpec], agent: str | None) -> bytes:
-        validate_dag(jobs)
         self._need_store("the submission was")
         run_id = self.b.new_run_id(name)
         ops = self._project_ops(msg, jobs) + journal.spec_ops(run_id, jobs)
         now = time.time()
-        meta = {"run_id": run_id, "name": name, "agent_run_id": agent, "state": "RUNNING",
-                "created_at": now, "finished_at": None}
-        ops.append(["set", journal.run_key(run_id), pack(meta), None])
         # specs and first states go to the store in one batch; until it is in, nothing is sent
         self.b.apply(self.b.sched.submit(run_id, name, jobs, now, agent_run_id=agent))
         if not self.b.commit(extra_ops=ops):
@@ -196,7 +192,7 @@ class ClientApi:
     def on_kv(self, identity: bytes, msg: Message) -> bytes:
         body = {k: v for k, v in msg.body.items() if k != "rid"}
         key = body.get("key", body.get("prefix", ""))
-        if isinstance(key, str) and key.startswith(("run/", "spec/", "job/", "blob/")) and msg.op not in (Op.KV_GET, Op.KV_KEYS, Op.KV_SMEMBERS):
+        if isinstance(key, str) and key.startswith(journal.RESERVED) and msg.op not in (Op.KV_GET, Op.KV_KEYS, Op.KV_SMEMBERS):
             raise InvalidRequest(f"key {key!r} is reserved for the broker's journal")
         self._need_store("the store request was")
         try:

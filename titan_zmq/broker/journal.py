@@ -21,6 +21,7 @@ SPEC = "spec/"
 JOB = "job/"
 BLOB = "blob/"
 ASSET = "asset/"
+RESERVED = (RUN, SPEC, JOB, BLOB)  # the journal's prefixes: clients may read them, never write
 
 
 def run_key(run_id: str) -> str:

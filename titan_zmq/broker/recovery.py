@@ -29,24 +29,24 @@ def load_runs(store: StoreClient) -> list[RunRecord]:
     for key, raw in store.items(journal.RUN).items():
         meta = unpack(raw) if isinstance(raw, bytes) else {}
         run_id = key[len(journal.RUN):]
-        specs = _by_run(store.items(f"{journal.SPEC}{run_id}/"), journal.SPEC)
-        states = _by_run(store.items(f"{journal.JOB}{run_id}/"), journal.JOB)
+        specs = _by_job(store.items(f"{journal.SPEC}{run_id}/"), journal.SPEC)
+        states = _by_job(store.items(f"{journal.JOB}{run_id}/"), journal.JOB)
         run = RunRecord(run_id=run_id, name=meta.get("name", run_id), created_at=meta.get("created_at") or 0.0,
                         agent_run_id=meta.get("agent_run_id"), state=RunState(meta.get("state", "RUNNING")),
                         finished_at=meta.get("finished_at"))
-        job_specs = specs.get(run_id, {})
-        for seq, (job_id, spec) in enumerate(sorted(job_specs.items(), key=lambda kv: kv[1][0])):
+        for seq, (job_id, spec) in enumerate(sorted(specs.items(), key=lambda kv: kv[1][0])):
             rec = JobRecord(run_id=run_id, spec=spec[1], seq=seq)
-            _apply_state(rec, states.get(run_id, {}).get(job_id))
+            _apply_state(rec, states.get(job_id))
             run.jobs[job_id] = rec
         runs.append(run)
     return sorted(runs, key=lambda r: r.created_at)
 
 
-def _by_run(items: dict[str, Any], prefix: str) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def _by_job(items: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """One run's records by job id; a spec comes as (order in the run, JobSpec)."""
+    out: dict[str, Any] = {}
     for key, raw in items.items():
-        run_id, _, job_id = key[len(prefix):].rpartition("/")
+        job_id = key[len(prefix):].rpartition("/")[2]
         try:
             value = unpack(raw)
             if prefix == journal.SPEC:
@@ -54,7 +54,7 @@ def _by_run(items: dict[str, Any], prefix: str) -> dict[str, dict[str, Any]]:
         except Exception as exc:  # a record we cannot read: say so, keep the rest
             log.error("journal record %s unreadable (%s): skipped", key, exc)
             continue
-        out.setdefault(run_id, {})[job_id] = value
+        out[job_id] = value
     return out
 
 

@@ -22,9 +22,6 @@ from titan_zmq.errors import InvalidRequest, NotFound
 from titan_zmq.jobspec import JobSpec, validate_dag
 from titan_zmq.states import JobState, RunState
 
-JobKey = tuple[str, str]  # (run_id, job_id)
-
-
 # ---- actions -------------------------------------------------------------------------------
 
 
@@ -369,12 +366,11 @@ class Scheduler:
         """With affinity, the worker that ran the first parent, if it is still here and capable."""
         if not rec.spec.affinity:
             return None
-        for parent in rec.spec.depends_on:
-            name = run.jobs[parent].worker
-            w = self.workers.get(name) if name else None
-            if w is not None and rec.spec.requirement in w.caps:
-                return name
-        return None
+        if not rec.spec.depends_on:
+            return None
+        name = run.jobs[rec.spec.depends_on[0]].worker
+        w = self.workers.get(name) if name else None
+        return name if w is not None and rec.spec.requirement in w.caps else None
 
     def _is_queued_entry(self, entry: tuple[int, int, str, str]) -> bool:
         _, qseq, run_id, job_id = entry

@@ -2,8 +2,9 @@
 
 The loop only moves frames, timers and journal writes; every scheduling decision is the
 scheduler's.  Order of effects for anything that changes state: the scheduler decides, the
-changed records are journaled to the store (group commit: one batch per loop iteration),
-and only then are dispatches, kills and acknowledgements sent.
+changed records are journaled to the store (group commit: one batch per loop iteration, or at
+once for a client's change, which is replied to only after it), and only then are dispatches,
+kills and acknowledgements sent.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Broker:
         bind: str = defaults.BROKER_ADDR,
         pub: str = defaults.PUB_ADDR,
         store: str = defaults.STORE_ADDR,
-        data_dir: str | Path = ".titan-data",
+        data_dir: str | Path = defaults.DATA_DIR,
         heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
         liveness: int = defaults.HEARTBEAT_LIVENESS,
         retry_backoff: float = defaults.RETRY_BACKOFF,

@@ -7,11 +7,12 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from titan_zmq import defaults
 from titan_zmq.broker import journal
 from titan_zmq.broker.registry import WorkerConn
 from titan_zmq.broker.scheduler import Dispatch, Kill
 from titan_zmq.errors import InvalidRequest, StoreUnavailable
-from titan_zmq.protocol import Message, Op, encode, error, reply
+from titan_zmq.protocol import ErrorCode, Message, Op, encode, error, reply
 from titan_zmq.states import JobState
 
 if TYPE_CHECKING:
@@ -56,11 +57,11 @@ class WorkerLink:
 
     def on_register(self, identity: bytes, msg: Message) -> bytes:
         now = time.time()
-        caps = field(msg, "caps", list, ["GENERAL"])
+        caps = field(msg, "caps", list, [defaults.CAPABILITY])
         running = field(msg, "running", list, [])
         conn = WorkerConn(
             identity=identity, name=field(msg, "name", str), host=field(msg, "host", str, "?"),
-            pid=field(msg, "pid", int, 0), caps=[str(c) for c in caps], slots=max(1, field(msg, "slots", int, 4)),
+            pid=field(msg, "pid", int, 0), caps=[str(c) for c in caps], slots=max(1, field(msg, "slots", int, defaults.SLOTS)),
             permanent=bool(msg.body.get("permanent", False)), registered_at=now, last_seen=now,
         )
         old = self.b.registry.add(conn)
@@ -76,14 +77,13 @@ class WorkerLink:
         if conn is not None:
             return None
         # a client ping, or a worker the broker does not know (it restarted): say so
-        return reply(msg, {"registered": False, "pub": self.b.pub_addr, "store": self.b.store.addr,
-                           "time": time.time()}, Op.HEARTBEAT)
+        return reply(msg, {"registered": False, "pub": self.b.pub_addr, "store": self.b.store.addr}, Op.HEARTBEAT)
 
 
     def on_started(self, identity: bytes, msg: Message) -> bytes | None:
         conn = self.b.registry.seen(identity, time.time())
         if conn is None:
-            return error("unregistered", "worker is not registered; register again", msg.rid)
+            return error(ErrorCode.UNREGISTERED, "worker is not registered; register again", msg.rid)
         now = time.time()
         started = now - max(0.0, float(msg.body.get("ran_for") or 0.0))  # the broker's clock, the worker's duration
         self.b.apply(self.b.sched.job_started(
@@ -94,12 +94,12 @@ class WorkerLink:
     def on_complete(self, identity: bytes, msg: Message) -> bytes | None:
         conn = self.b.registry.seen(identity, time.time())
         if conn is None:
-            return error("unregistered", "worker is not registered; register again", msg.rid)
+            return error(ErrorCode.UNREGISTERED, "worker is not registered; register again", msg.rid)
         run_id, job_id, attempt = field(msg, "run_id", str), field(msg, "job_id", str), field(msg, "attempt", int)
         now = time.time()
         ran_for = msg.body.get("ran_for")
         if isinstance(ran_for, (int, float)):  # a short job's start is told only here
-            self.b.sched.job_started(conn.name, run_id, job_id, attempt, now - max(0.0, float(ran_for)))
+            self.b.apply(self.b.sched.job_started(conn.name, run_id, job_id, attempt, now - max(0.0, float(ran_for))))
         actions = self.b.sched.job_finished(
             conn.name, run_id, job_id, attempt, field(msg, "exit_code", int),
             time.time(), msg.body.get("error"),

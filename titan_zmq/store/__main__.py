@@ -17,6 +17,7 @@ from types import FrameType
 import zmq
 
 from titan_zmq import defaults
+from titan_zmq.cli_common import setup_logging
 from titan_zmq.errors import AOFCorrupt
 from titan_zmq.store.aof import FSYNC_POLICIES, repair
 from titan_zmq.store.server import StoreServer
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--data-dir",
-        default=env("TITAN_DATA_DIR", "./.titan-data"),
+        default=env("TITAN_DATA_DIR", defaults.DATA_DIR),
         help="directory holding store.aof [env TITAN_DATA_DIR; default %(default)s]",
     )
     parser.add_argument(
@@ -66,11 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.fsync not in FSYNC_POLICIES:
         parser.error(f"--fsync must be one of {', '.join(FSYNC_POLICIES)}, not {args.fsync!r}")
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.log_level)
     data_dir = Path(args.data_dir)
 
     if args.repair:

@@ -34,7 +34,7 @@ class StoreServer:
     def __init__(
         self,
         bind: str = defaults.STORE_ADDR,
-        data_dir: str | Path = ".titan-data",
+        data_dir: str | Path = defaults.DATA_DIR,
         fsync: str = defaults.FSYNC,
         *,
         context: zmq.Context | None = None,

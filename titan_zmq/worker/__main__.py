@@ -18,7 +18,7 @@ from titan_zmq.worker.agent import WorkerAgent
               help="Jobs run at once.")
 @click.option("--permanent/--no-permanent", envvar="TITAN_PERMANENT", show_envvar=True, default=False,
               help="Mark the worker permanent (never scaled down).")
-@click.option("--workspace", envvar="TITAN_WORKSPACE_DIR", show_envvar=True, default=".titan-work",
+@click.option("--workspace", envvar="TITAN_WORKSPACE_DIR", show_envvar=True, default=defaults.WORKSPACE,
               help="Directory for attempt workspaces, run directories and project archives.")
 @click.option("--name", envvar="TITAN_WORKER_NAME", show_envvar=True, default=None,
               help="Worker name (default host-pid-random).")

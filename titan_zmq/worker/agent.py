@@ -22,7 +22,7 @@ from typing import Any
 import zmq
 
 from titan_zmq import defaults
-from titan_zmq.protocol import Message, Op, ProtocolError, decode, encode
+from titan_zmq.protocol import ErrorCode, Message, Op, ProtocolError, decode, encode
 from titan_zmq.worker.executor import AttemptKey, Executor, Finished
 from titan_zmq.worker.pids import PidRegistry
 from titan_zmq.worker.workspace import Workspace
@@ -39,7 +39,7 @@ class WorkerAgent:
         capabilities: list[str] | None = None,
         slots: int = defaults.SLOTS,
         permanent: bool = False,
-        workspace: str | Path = ".titan-work",
+        workspace: str | Path = defaults.WORKSPACE,
         name: str | None = None,
         heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
         liveness: int = defaults.HEARTBEAT_LIVENESS,
@@ -63,7 +63,6 @@ class WorkerAgent:
         self.ctx = zmq.Context()
         self.sock: zmq.Socket | None = None
         self.running = True
-        self.registered = False
         self.last_recv = self.last_sent = 0.0
         self.reconnect_delay = defaults.RECONNECT_MIN
         self.next_connect = 0.0
@@ -86,7 +85,6 @@ class WorkerAgent:
         self.sock.setsockopt(zmq.SNDHWM, 200)
         self.sock.connect(self.broker)
         self.backlog.clear()  # undelivered output of the old link is dropped; outcomes are in the outbox
-        self.registered = False
         now = time.time()
         self.last_recv = now
         self.send(Op.REGISTER, {
@@ -274,14 +272,13 @@ class WorkerAgent:
     def on_ack(self, msg: Message) -> None:
         b = msg.body
         if "name" in b and "interval" in b:
-            self.registered = True
             self.reconnect_delay = defaults.RECONNECT_MIN
             log.info("registered with the broker as %s", b["name"])
         elif "job_id" in b:
             self.outbox.pop((b["run_id"], b["job_id"], int(b["attempt"])), None)
 
     def on_error(self, msg: Message) -> None:
-        if msg.body.get("code") == "unregistered":
+        if msg.body.get("code") == ErrorCode.UNREGISTERED:
             self.connect()
         else:
             log.warning("broker error: %s", msg.body.get("message"))

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from titan_zmq import defaults
 
@@ -245,6 +244,3 @@ def _killpg(pid: int, sig: int) -> None:
     except (ProcessLookupError, PermissionError):
         pass
 
-
-def describe(att: Attempt) -> dict[str, Any]:
-    return {"run_id": att.key[0], "job_id": att.key[1], "attempt": att.key[2], "pid": att.pid}
