@@ -109,17 +109,20 @@ class Bench:
     # ---- scenarios -------------------------------------------------------------------------
 
     def single(self, c: TitanClient, name: str, job: Callable[[int], TitanJob], floor_argv: list[str]) -> None:
+        """One job at a time, submit -> COMPLETED, each followed by one floor run (so drifts hit both)."""
         n = 10 if self.quick else 40
-        lat = []
+        lat, floor = [], []
         for i in range(n + 2):
             t0 = time.perf_counter()
             run = c.submit_job(job(i))
             st = c.wait(run.run_id, timeout=60)
             if st["state"] != "SUCCEEDED":
                 raise RuntimeError(f"{name}: job ended {st['state']}")
+            took = time.perf_counter() - t0
+            floor_took = self.floor_each(floor_argv, 1)[0]
             if i >= 2:  # the first two warm the caches
-                lat.append(time.perf_counter() - t0)
-        floor = self.floor_each(floor_argv, n)
+                lat.append(took)
+                floor.append(floor_took)
         p50, p99, f50 = pct(lat, 0.5), pct(lat, 0.99), pct(floor, 0.5)
         self.record(name, value=p50 * 1000, unit="ms p50", p99_ms=p99 * 1000, floor=f50 * 1000,
                     floor_p99_ms=pct(floor, 0.99) * 1000, ratio=p50 / f50, overhead_ms=(p50 - f50) * 1000, n=n)

@@ -189,3 +189,9 @@ def test_existing_ids_allow_depending_on_earlier_jobs() -> None:
 def test_existing_ids_cannot_be_reused() -> None:
     msg = invalid(validate_dag, [job("a")], existing={"a"})
     assert "duplicate" in msg and "a" in msg
+
+
+def test_requirement_is_case_insensitive_like_worker_tags() -> None:
+    """Workers upper-case their --capability tags; a job's requirement must match them whatever its case."""
+    assert parse_job({"id": "g", "command": ["true"], "requirement": "gpu"}).requirement == "GPU"
+    assert parse_job({"id": "h", "command": ["true"], "requirement": "High_Mem"}).requirement == "HIGH_MEM"
