@@ -23,7 +23,7 @@ test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check titan_zmq client ui tests pipelines
+	$(BIN)/ruff check titan_zmq client ui tests pipelines scripts
 	$(BIN)/mypy titan_zmq client
 
 bench: install
