@@ -162,3 +162,20 @@ def test_unreachable_broker_is_reported_not_hung_on():
 def test_struct_header_is_the_documented_layout():
     frame = encode(Op.SUBMIT_DAG, {"a": 1})
     assert struct.unpack(">BBBBI", frame[:8]) == (1, 0x04, 0, 0, len(frame) - 8)
+
+
+def test_a_second_live_worker_with_the_same_name_is_refused(make_cluster):
+    from tests.conftest import wait_until
+
+    cluster = make_cluster(workers=1)
+    with cluster.client() as c:
+        original = {w["id"]: w["pid"] for w in c.workers()}
+        assert list(original) == ["worker1"]
+        dup = cluster._start("worker1-dup", cluster._py(
+            "titan_zmq.worker", "--broker", cluster.broker_addr, "--name", "worker1",
+            "--workspace", str(cluster.data_dir / "dup")))
+        wait_until(lambda: "already registered" in dup.log_path.read_text(), timeout=20,
+                   what="the duplicate to be told its name is taken")
+        assert {w["id"]: w["pid"] for w in c.workers()} == original
+        run = c.submit_dag("still-fine", [TitanJob("a", command=["true"])])
+        assert run.wait(timeout=30)["jobs"]["a"]["worker"] == "worker1"

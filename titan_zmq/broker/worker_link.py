@@ -64,8 +64,13 @@ class WorkerLink:
             pid=field(msg, "pid", int, 0), caps=[str(c) for c in caps], slots=max(1, field(msg, "slots", int, defaults.SLOTS)),
             permanent=bool(msg.body.get("permanent", False)), registered_at=now, last_seen=now,
         )
-        old = self.b.registry.add(conn)
-        if old is not None:
+        old = self.b.registry.by_name.get(conn.name)
+        if (old is not None and (old.host, old.pid) != (conn.host, conn.pid)
+                and now - old.last_seen <= self.b.interval * self.b.registry.liveness):
+            # another live process under the same name: taking over would re-queue its jobs under it
+            raise InvalidRequest(f"a worker named {conn.name!r} is already registered from {old.host} pid {old.pid};"
+                                 " worker names must be unique (--name / TITAN_WORKER_NAME)")
+        if self.b.registry.add(conn) is not None:
             log.info("worker %s reconnected (new socket)", conn.name)
         self.b.apply(self.b.sched.register_worker(
             conn.name, conn.caps, conn.slots, now, _attempts(running), _attempts(field(msg, "done", list, []))))
