@@ -103,6 +103,27 @@ class ProtocolError(Exception):
         self.rid = rid
 
 
+class BadField(ValueError):
+    """A request body field is missing or has the wrong type."""
+
+
+def body_field(body: dict[str, Any], name: str, kinds: type | tuple[type, ...], default: Any = ...) -> Any:
+    """``body[name]`` checked against ``kinds`` (bools never pass as numbers); BadField otherwise.
+
+    The one typed-field check for every server (broker and store); each turns BadField into its reply.
+    """
+    if name not in body:
+        if default is ...:
+            raise BadField(f"missing field '{name}'")
+        return default
+    value = body[name]
+    allowed = kinds if isinstance(kinds, tuple) else (kinds,)
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        want = " or ".join(k.__name__ for k in allowed)
+        raise BadField(f"field '{name}' must be {want}, got {type(value).__name__}")
+    return value
+
+
 @dataclass(frozen=True)
 class Message:
     op: Op

@@ -12,7 +12,7 @@ from titan_zmq.broker import journal
 from titan_zmq.broker.registry import WorkerConn
 from titan_zmq.broker.scheduler import Dispatch, Kill
 from titan_zmq.errors import InvalidRequest, StoreUnavailable
-from titan_zmq.protocol import ErrorCode, Message, Op, encode, error, reply
+from titan_zmq.protocol import BadField, ErrorCode, Message, Op, body_field, encode, error, reply
 from titan_zmq.states import JobState
 
 if TYPE_CHECKING:
@@ -23,15 +23,11 @@ BLOB_CACHE = 8  # project archives kept in broker memory for dispatch
 
 
 def field(msg: Message, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-    """A body field of the right type, or InvalidRequest naming it."""
-    if name not in msg.body:
-        if default is ...:
-            raise InvalidRequest(f"{msg.op.name}: missing field {name!r}")
-        return default
-    value = msg.body[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidRequest(f"{msg.op.name}: field {name!r} has the wrong type ({type(value).__name__})")
-    return value
+    """A body field of the right type, or InvalidRequest naming the op and the field."""
+    try:
+        return body_field(msg.body, name, kind, default)
+    except BadField as exc:
+        raise InvalidRequest(f"{msg.op.name}: {exc}") from None
 
 
 def _attempts(items: list[Any]) -> list[tuple[str, str, int]]:

@@ -15,7 +15,8 @@ from typing import Any
 
 from titan_zmq import defaults, protocol
 from titan_zmq.errors import AOFCorrupt, InvalidRequest, TitanError
-from titan_zmq.protocol import ErrorCode, Message, Op, ProtocolError
+from titan_zmq.protocol import BadField, ErrorCode, Message, Op, ProtocolError
+from titan_zmq.protocol import body_field as field
 from titan_zmq.store.aof import AOF
 from titan_zmq.store.engine import Engine
 
@@ -29,26 +30,8 @@ SNAPSHOT_RECORD_BYTES = 1 << 20  # ...or about this many value bytes
 Handler = Callable[[Message], bytes]
 
 
-class BadField(Exception):
-    """A request field is missing or has the wrong type (replied as BAD_REQUEST)."""
-
-
 class JournalFailed(Exception):
     """The AOF could not be written; the store stops rather than serve unpersisted state."""
-
-
-def field(body: dict[str, Any], name: str, kinds: type | tuple[type, ...], default: Any = ...) -> Any:
-    """``body[name]`` checked against ``kinds`` (bools never pass as numbers)."""
-    if name not in body:
-        if default is ...:
-            raise BadField(f"missing field '{name}'")
-        return default
-    value = body[name]
-    allowed = kinds if isinstance(kinds, tuple) else (kinds,)
-    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-        want = " or ".join(k.__name__ for k in allowed)
-        raise BadField(f"field '{name}' must be {want}, got {type(value).__name__}")
-    return value
 
 
 def check_ttl(ttl: Any, where: str) -> float | None:
