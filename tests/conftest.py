@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -105,3 +106,11 @@ def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05, wh
 
 def job_state(client: Any, run_id: str, job_id: str) -> str:
     return str(client.status(run_id)["jobs"][job_id]["state"])
+
+
+def process_gone(pid: int) -> bool:
+    """True once `pid` has exited (a zombie counts: it runs nothing). Never races with the exit itself."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from client.cluster import free_base_port
-from tests.conftest import PIPELINES, REPO, wait_until, write_pipeline
+from tests.conftest import PIPELINES, REPO, process_gone, wait_until, write_pipeline
 
 TITAN = [sys.executable, "-m", "client.cli"]
 
@@ -111,7 +111,7 @@ def test_titan_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path: Path)
         assert proc.returncode == 0
         assert f"broker  {broker}" in text and "cluster stopped" in text
         time.sleep(0.2)
-        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        assert all(process_gone(c.pid) for c in children)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

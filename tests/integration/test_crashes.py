@@ -6,11 +6,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pytest
 
 from client import TitanJob
-from tests.conftest import RECORD_PY, events, job_state, wait_until, write_pipeline
+from tests.conftest import RECORD_PY, events, job_state, process_gone, wait_until, write_pipeline
 from titan_zmq.errors import StoreUnavailable
 
 pytestmark = pytest.mark.slow
@@ -34,9 +33,9 @@ def test_killed_worker_job_completes_on_the_other_worker_with_no_orphan(make_clu
         pids = cluster.data_dir / "work" / "runs" / run.run_id / "shared" / "pids"
         wait_until(pids.exists, what="the job to start")
         attempt, pid, worker = pids.read_text().split()
-        assert attempt == "1" and psutil.pid_exists(int(pid))
+        assert attempt == "1" and not process_gone(int(pid))
         cluster.procs[worker].kill()
-        wait_until(lambda: not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == "zombie",
+        wait_until(lambda: process_gone(int(pid)),
                    timeout=10, what="the dead worker's job process to be reaped")
         st = run.wait(timeout=90)
     assert st["state"] == "SUCCEEDED"

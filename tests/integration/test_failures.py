@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import psutil
-
-from tests.conftest import job_state, wait_until, write_pipeline
+from tests.conftest import job_state, process_gone, wait_until, write_pipeline
 
 FAIL_PY = """
 import os, sys
@@ -59,15 +57,12 @@ def test_cancel_kills_the_process_group_and_cascades(cluster, client, tmp_path: 
     pid_file = cluster.data_dir / "work" / "runs" / run.run_id / "shared" / "pids-sleeper"
     wait_until(lambda: pid_file.exists() and len(pid_file.read_text().split()) == 3, what="the sleeper's pids")
     pids = [int(p) for p in pid_file.read_text().split()]
-    assert all(psutil.pid_exists(p) for p in pids)
+    assert not any(process_gone(p) for p in pids)
     t0 = time.monotonic()
     out = client.cancel(run.run_id, "sleeper")
     assert set(out["cancelled"]) == {"sleeper", "child", "grandchild"}
 
-    def gone() -> bool:
-        return not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
-
-    wait_until(gone, timeout=5, what="every process of the cancelled job to die")
+    wait_until(lambda: all(process_gone(p) for p in pids), timeout=5, what="every process of the cancelled job to die")
     assert time.monotonic() - t0 < 5
     st = run.wait(timeout=30)
     assert st["state"] == "CANCELLED"

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import process_gone
 from titan_zmq import defaults
 from titan_zmq.worker.executor import Executor, Finished
 
@@ -67,21 +68,14 @@ def drive(ex: Executor, timeout: float = 10.0, until=None, out: Driven | None = 
     raise AssertionError(f"nothing finished within {timeout}s; got {out.lines()[-5:]}")
 
 
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def wait_gone(pids: list[int], within: float = 5.0) -> list[int]:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        alive = [p for p in pids if not gone(p)]
+        alive = [p for p in pids if not process_gone(p)]
         if not alive:
             return []
         time.sleep(0.05)
-    return [p for p in pids if not gone(p)]
+    return [p for p in pids if not process_gone(p)]
 
 
 @pytest.fixture
