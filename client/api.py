@@ -152,9 +152,10 @@ class TitanClient:
 
     # ---- watching --------------------------------------------------------------------------
 
-    def status(self, run_id: str | None = None) -> dict[str, Any]:
-        """A run's status document (default: the newest run)."""
-        return self._call(Op.GET_JOB_STATUS, {"run_id": run_id})
+    def status(self, run_id: str | None = None, summary: bool = False) -> dict[str, Any]:
+        """A run's status document (default: the newest run); with ``summary``, the run's state and
+        its number of jobs per state instead of every job (cheap to ask often of a big run)."""
+        return self._call(Op.GET_JOB_STATUS, {"run_id": run_id, "summary": summary})
 
     def runs(self, agent_run_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Runs, newest first, optionally only those of one agent run."""
@@ -189,9 +190,8 @@ class TitanClient:
                     if sub is None:
                         sub = self._event_socket()
                         sub.setsockopt(zmq.SUBSCRIBE, topic)
-                    st = self.status(run_id)
-                    if st["state"] in TERMINAL_RUN:
-                        return st
+                    if self.status(run_id, summary=True)["state"] in TERMINAL_RUN:
+                        return self.status(run_id)
                 except BrokerUnavailable:
                     pass
                 left = None if deadline is None else deadline - time.monotonic()

@@ -38,6 +38,16 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def _cpu_seconds(proc: psutil.Process) -> tuple[float, float]:
+    """(own user+system CPU seconds, those of the children it has waited for)."""
+    t = proc.cpu_times()
+    return t.user + t.system, t.children_user + t.children_system
+
+
+def _per_job_ms(after: tuple[float, float], before: tuple[float, float], n: int) -> tuple[float, float]:
+    return (after[0] - before[0]) * 1000 / n, (after[1] - before[1]) * 1000 / n
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
@@ -187,6 +197,8 @@ class Bench:
             parents = [] if k == 0 else [f"b{base}"] if k <= 5 else [f"b{i - 1}"] if k > 6 else [f"b{base + 1}"]
             jobs.append(TitanJob(f"b{i}", command=["true"], parents=parents, retries=0))
         broker = psutil.Process(cluster.procs["broker"].pid)
+        roles = {name: psutil.Process(proc.pid) for name, proc in cluster.procs.items()}
+        cpu_before = {name: _cpu_seconds(p) for name, p in roles.items()}
         base_rss = broker.memory_info().rss
         peak = [base_rss]
         stop = threading.Event()
@@ -202,10 +214,18 @@ class Bench:
         finally:
             stop.set()
             sampler.join()
+        # CPU ms per job of each process of the cluster (own time, then the jobs it waited for)
+        cpu = {name: _per_job_ms(_cpu_seconds(p), cpu_before[name], n) for name, p in roles.items()}
+        me = psutil.Process()
+        mine_before = _cpu_seconds(me)
         floor = self.floor_pool(["true"], n)
+        floor_cpu = _per_job_ms(_cpu_seconds(me), mine_before, n)
         self.record("big-dag", value=elapsed, unit="s", floor=floor, ratio=elapsed / floor,
                     overhead_ms=(elapsed - floor) / n * 1000, n=n, peak_rss_mib=peak[0] / 2**20,
-                    rss_per_job_kib=(peak[0] - base_rss) / n / 1024)
+                    rss_per_job_kib=(peak[0] - base_rss) / n / 1024,
+                    cpu_ms_per_job={name: round(own, 3) for name, (own, _) in cpu.items()},
+                    job_cpu_ms_per_job=round(sum(kids for _, kids in cpu.values()), 3),
+                    floor_cpu_ms_per_job={"pool": round(floor_cpu[0], 3), "jobs": round(floor_cpu[1], 3)})
 
     def store_ops(self) -> None:
         n = 500 if self.quick else 3000

@@ -40,6 +40,8 @@ def test_fan_in_collector_runs_exactly_once_per_run(cluster, client):
         assert st["jobs"]["reduce"]["started_at"] >= max(
             j["finished_at"] for k, j in st["jobs"].items() if k.startswith("map-"))
         assert "7000 words" in client.logs(run.run_id, "reduce")[0]
+        summary = client.status(run.run_id, summary=True)
+        assert (summary["state"], summary["jobs"], summary["counts"]) == ("SUCCEEDED", 22, {"COMPLETED": 22})
 
 
 def test_resubmitting_the_same_pipeline_gives_independent_runs(cluster, client, tmp_path: Path):

@@ -122,7 +122,8 @@ class ClientApi:
             if not self.b.sched.runs:
                 raise NotFound("no runs yet")
             run_id = next(reversed(self.b.sched.runs))  # runs are kept in submission order
-        return reply(msg, self.b.sched.run(run_id).status(), Op.DATA)
+        run = self.b.sched.run(run_id)
+        return reply(msg, run.summary() if field(msg, "summary", bool, False) else run.status(), Op.DATA)
 
     def on_list_runs(self, identity: bytes, msg: Message) -> bytes:
         agent = field(msg, "agent_run_id", (str, type(None)), None)
@@ -134,10 +135,7 @@ class ClientApi:
             r = self.b.sched.runs[run_id]
             if agent is not None and r.agent_run_id != agent:
                 continue
-            counts: dict[str, int] = {}
-            for j in r.jobs.values():
-                counts[j.state.value] = counts.get(j.state.value, 0) + 1
-            out.append({**r.meta(), "jobs": len(r.jobs), "counts": counts})
+            out.append(r.summary())
         return reply(msg, {"runs": out}, Op.DATA)
 
     def on_list_workers(self, identity: bytes, msg: Message) -> bytes:

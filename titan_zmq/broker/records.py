@@ -77,5 +77,12 @@ class RunRecord:
             "state": self.state.value, "created_at": self.created_at, "finished_at": self.finished_at,
         }
 
+    def summary(self) -> dict[str, Any]:
+        """The run without its jobs: how many there are and how many are in each state."""
+        counts: dict[str, int] = {}
+        for j in self.jobs.values():
+            counts[j.state.value] = counts.get(j.state.value, 0) + 1
+        return {**self.meta(), "jobs": len(self.jobs), "counts": counts}
+
     def status(self) -> dict[str, Any]:
         return {**self.meta(), "jobs": {jid: rec.status() for jid, rec in self.jobs.items()}}

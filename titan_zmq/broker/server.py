@@ -21,12 +21,13 @@ import zmq
 from titan_zmq import defaults
 from titan_zmq.broker import journal, recovery
 from titan_zmq.broker.api import ClientApi
+from titan_zmq.broker.events import EventPublisher
 from titan_zmq.broker.logs import LogStore
 from titan_zmq.broker.registry import WorkerConn, WorkerRegistry
 from titan_zmq.broker.scheduler import Action, Dispatch, Journal, Kill, RunFinished, Scheduler
 from titan_zmq.broker.worker_link import WorkerLink
 from titan_zmq.errors import StoreUnavailable, TitanError
-from titan_zmq.protocol import ErrorCode, Message, Op, ProtocolError, decode, encode, error, error_for
+from titan_zmq.protocol import ErrorCode, Flag, Message, Op, ProtocolError, decode, encode, error, error_for
 from titan_zmq.states import JobState
 from titan_zmq.store.client import StoreClient
 
@@ -35,7 +36,6 @@ log = logging.getLogger("titan.broker")
 Handler = Callable[[bytes, Message], bytes | None]
 DRAIN_BATCH = 2000  # messages handled per loop iteration before the journal is flushed
 RECOVERY_TIMEOUT = 120.0  # seconds the store may take to answer one run's journal at start-up
-PUB_HWM = 2000  # messages queued per slow subscriber before PUB drops (followers fill gaps by GET_LOGS)
 
 
 class Broker:
@@ -61,10 +61,7 @@ class Broker:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, max_body + 64)
         self.router.bind(bind)
-        self.pub = self.ctx.socket(zmq.PUB)
-        self.pub.setsockopt(zmq.LINGER, 0)
-        self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
-        self.pub.bind(pub)
+        self.events = EventPublisher(self.ctx, pub)
         self.store = StoreClient(store, timeout=store_timeout)
         self.sched = Scheduler(retry_backoff=retry_backoff)
         self.registry = WorkerRegistry(heartbeat_interval, liveness)
@@ -72,7 +69,8 @@ class Broker:
         self.interval = heartbeat_interval
         self.dirty: set[tuple[str, str | None]] = set()  # records changed since the last commit
         self.tombstones: list[list[Any]] = []  # deletions of a refused submission's keys, sent first
-        self.held: list[Action | tuple[bytes, bytes]] = []  # sends that wait for the commit
+        self.held: list[Action] = []  # dispatches and kills that wait for the commit
+        self.held_acks: dict[bytes, list[list[Any]]] = {}  # worker identity -> outcomes to acknowledge after it
         self.store_ok = True
         self._next_probe = 0.0
         self.unclaimed_deadline: float | None = None  # after a restore: when unreported RUNNING jobs re-queue
@@ -89,12 +87,16 @@ class Broker:
     def serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        poller.register(self.events.sock, zmq.POLLIN)
         try:
             self.recover()
             log.info("titan-broker listening on %s (pub %s)", self.bind_addr, self.pub_addr)
             while self.running:
                 try:
-                    if poller.poll(self._poll_timeout_ms()):
+                    ready = dict(poller.poll(self._poll_timeout_ms()))
+                    if self.events.sock in ready:
+                        self.events.on_subscriptions()
+                    if self.router in ready:
                         self._drain()
                     self._timers(time.time())
                     self.commit()
@@ -181,7 +183,7 @@ class Broker:
         due = self.sched.next_due()
         if due is not None:
             wake = min(wake, due)
-        if self.dirty or self.held:
+        if self.dirty or self.held or self.held_acks:
             wake = min(wake, now + defaults.STORE_RETRY_INTERVAL)
         return max(0, int((wake - now) * 1000) + 1)
 
@@ -211,8 +213,10 @@ class Broker:
             else:
                 self.held.append(action)
 
-    def send_after_commit(self, identity: bytes, frame: bytes) -> None:
-        self.held.append((identity, frame))
+    def ack_after_commit(self, identity: bytes, attempt: list[Any]) -> None:
+        """Acknowledge a worker's outcome ``[run_id, job_id, attempt]`` once it is journaled; the
+        outcomes of one commit go to each worker in one ACK."""
+        self.held_acks.setdefault(identity, []).append(attempt)
 
     def store_available(self) -> bool:
         """Whether the store can take writes; while it is down, probe it at most once a second."""
@@ -263,8 +267,9 @@ class Broker:
                 self.link.send_dispatch(item)
             elif isinstance(item, Kill):
                 self.link.send_kill(item)
-            elif isinstance(item, tuple):
-                self.send(item[0], item[1])
+        acks, self.held_acks = self.held_acks, {}
+        for identity, done in acks.items():
+            self.send(identity, encode(Op.ACK, {"acks": done}, Flag.REPLY))
         return True
 
     def forget_run(self, run_id: str) -> None:
@@ -282,13 +287,15 @@ class Broker:
         self.held = [h for h in self.held if not (isinstance(h, (Dispatch, Kill)) and h.run_id == run_id)]
 
     def _publish_changes(self, dirty: set[tuple[str, str | None]]) -> None:
+        if not self.events.prefixes:
+            return
         for run_id, job_id in dirty:
             run = self.sched.runs.get(run_id)
             if run is None:
                 continue
             if job_id is None:
                 self.publish(f"run/{run_id}/", run.meta())
-            elif job_id in run.jobs:
+            elif job_id in run.jobs and self.events.wanted(f"job/{run_id}/"):
                 rec = run.jobs[job_id]
                 self.publish(
                     f"job/{run_id}/",
@@ -307,7 +314,7 @@ class Broker:
         return True
 
     def publish(self, topic: str, body: dict[str, Any]) -> None:
-        self.pub.send_multipart([topic.encode(), encode(Op.DATA, body)])
+        self.events.publish(topic, body)
 
     def lose_worker(self, conn: WorkerConn, now: float) -> None:
         self.registry.remove(conn)
@@ -329,5 +336,5 @@ class Broker:
         self.logs.close()
         self.store.close()
         self.router.close(0)
-        self.pub.close(0)
+        self.events.close()
         self.ctx.term()

@@ -107,7 +107,7 @@ class WorkerLink:
         )
         self.b.apply(actions)
         # acknowledged only once the outcome is journaled: until then the worker keeps it in its outbox
-        self.b.send_after_commit(identity, reply(msg, {"run_id": run_id, "job_id": job_id, "attempt": attempt}))
+        self.b.ack_after_commit(identity, [run_id, job_id, attempt])
         return None
 
     def on_log_batch(self, identity: bytes, msg: Message) -> bytes | None:

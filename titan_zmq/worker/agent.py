@@ -62,6 +62,9 @@ class WorkerAgent:
         self.unannounced: dict[AttemptKey, float] = {}  # started attempts not yet reported (JOB_STARTED)
         self.ctx = zmq.Context()
         self.sock: zmq.Socket | None = None
+        self.poller = zmq.Poller()
+        self._polled_fds: set[int] = set()
+        self._poller_sock: zmq.Socket | None = None
         self.running = True
         self.last_recv = self.last_sent = 0.0
         self.reconnect_delay = defaults.RECONNECT_MIN
@@ -127,13 +130,23 @@ class WorkerAgent:
         finally:
             self.shutdown()
 
-    def _step(self) -> None:
+    def _watch(self) -> zmq.Poller:
+        """The poller over the socket and the attempts' pipes, kept up to date rather than rebuilt."""
         assert self.sock is not None
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN | (zmq.POLLOUT if self.backlog else 0))
-        if not self.backlog:  # back-pressure: job output waits in its pipe until the link drains
-            for fd in self.executor.fds():
-                poller.register(fd, zmq.POLLIN)
+        if self._poller_sock is not self.sock:
+            self.poller, self._polled_fds, self._poller_sock = zmq.Poller(), set(), self.sock
+        self.poller.register(self.sock, zmq.POLLIN | (zmq.POLLOUT if self.backlog else 0))
+        # back-pressure: while the link is backed up, job output waits in its pipes
+        wanted = set() if self.backlog else set(self.executor.fds())
+        for fd in self._polled_fds - wanted:
+            self.poller.unregister(fd)
+        for fd in wanted - self._polled_fds:
+            self.poller.register(fd, zmq.POLLIN)
+        self._polled_fds = wanted
+        return self.poller
+
+    def _step(self) -> None:
+        poller = self._watch()
         now = time.time()
         wake = min(self.last_sent + self.interval, self.last_recv + self.interval * self.liveness)
         flush = self.executor.next_flush()
@@ -244,7 +257,7 @@ class WorkerAgent:
             self.outbox[key] = body
             self.send(Op.JOB_COMPLETE, body)
             return
-        self.pids.add(att.pid, key, before)
+        self.pids.add(att.pid, before)
         self.unannounced[key] = att.started_at
 
     def _env(self, key: AttemptKey, spec: dict[str, Any], cwd: Path) -> dict[str, str]:
@@ -274,8 +287,8 @@ class WorkerAgent:
         if "name" in b and "interval" in b:
             self.reconnect_delay = defaults.RECONNECT_MIN
             log.info("registered with the broker as %s", b["name"])
-        elif "job_id" in b:
-            self.outbox.pop((b["run_id"], b["job_id"], int(b["attempt"])), None)
+        for run_id, job_id, attempt in b.get("acks", ()):  # outcomes the broker has journaled
+            self.outbox.pop((run_id, job_id, int(attempt)), None)
 
     def on_error(self, msg: Message) -> None:
         if msg.body.get("code") == ErrorCode.UNREGISTERED:
@@ -307,3 +320,4 @@ class WorkerAgent:
                 pass
             self.sock.close(0)
         self.ctx.term()
+        self.pids.close()

@@ -33,6 +33,7 @@ class Attempt:
     first_line_at: float | None = None
     seq: int = 0  # next LOG_BATCH sequence number
     pidfd: int | None = None  # readable when the process exits (Linux pidfd), so nothing polls
+    may_have_exited: bool = True  # without a pidfd always; with one, once it became readable
     kill_reason: str | None = None
     sigkill_at: float | None = None
     eof_deadline: float | None = None  # after the leader exited: when to stop waiting for pipe EOF
@@ -77,6 +78,7 @@ class Executor:
             try:
                 att.pidfd = os.pidfd_open(proc.pid)
                 self._by_fd[att.pidfd] = att
+                att.may_have_exited = False
             except OSError:
                 att.pidfd = None
         self.attempts[key] = att
@@ -97,6 +99,7 @@ class Executor:
             return
         if fd == att.pidfd:  # the process exited: poll() will collect it
             self._close_pidfd(att)
+            att.may_have_exited = True
             return
         stream = att.open_fds[fd]
         try:
@@ -168,7 +171,7 @@ class Executor:
             if att.sigkill_at is not None and now >= att.sigkill_at:
                 _killpg(att.pid, signal.SIGKILL)
                 att.sigkill_at = None
-            if att.exit_code is None and att.proc.poll() is not None:
+            if att.exit_code is None and att.may_have_exited and att.proc.poll() is not None:
                 att.exit_code = att.proc.returncode
                 # the job is over when its leader exits: nothing it left behind keeps running
                 _killpg(att.pid, signal.SIGKILL)
