@@ -1,7 +1,7 @@
 """Profile the broker, a worker and the store while a big DAG of `true` jobs runs (py-spy needed).
 
     .venv/bin/pip install py-spy
-    .venv/bin/python scripts/profile_dag.py [JOBS] [OUT_DIR]
+    .venv/bin/python scripts/profile_dag.py [JOBS] [OUT_DIR] [--gil]
 
 Writes py-spy raw (collapsed) stacks per process and prints the 25 hottest frames of each.
 """
@@ -17,6 +17,8 @@ from pathlib import Path
 
 from client import TitanJob
 from client.cluster import LocalCluster
+
+EXTRA = ["--gil"] if "--gil" in sys.argv else []  # --gil: only samples holding the GIL (CPU in Python)
 
 
 def dag(n: int) -> list[TitanJob]:
@@ -40,15 +42,16 @@ def hottest(path: Path, top: int = 25) -> list[tuple[float, str]]:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
-    out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(tempfile.mkdtemp(prefix="titan-profile-"))
+    argv = [a for a in sys.argv[1:] if a != "--gil"]
+    n = int(argv[0]) if argv else 4000
+    out = Path(argv[1]) if len(argv) > 1 else Path(tempfile.mkdtemp(prefix="titan-profile-"))
     spy = Path(sys.executable).parent / "py-spy"
     cluster = LocalCluster(out / "cluster", workers=2).start()
     try:
         targets = {"broker": cluster.procs["broker"].pid, "worker": cluster.procs["worker1"].pid,
                    "store": cluster.procs["store"].pid}
         spies = [subprocess.Popen([str(spy), "record", "-p", str(pid), "-o", str(out / f"{name}.txt"), "-f", "raw",
-                                   "-r", "200", "-d", str(max(10, n // 400))],
+                                   *EXTRA, "-r", "200", "-d", str(max(10, n // 400))],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for name, pid in targets.items()]
         time.sleep(1)

@@ -112,6 +112,24 @@ def test_lines_batches_and_exit_code(ex: Executor, tmp_path: Path) -> None:
     assert ex.fds() == [] and ex.running() == []
 
 
+def test_a_bare_command_is_found_in_the_jobs_path_and_found_again_when_it_moves(ex: Executor, tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for d in (first, second):
+        d.mkdir()
+    tool = first / "titan-test-tool"
+    tool.write_text('#!/bin/sh\necho "from first as $0"\n')
+    tool.chmod(0o755)
+    path = f"{first}{os.pathsep}{second}{os.pathsep}/usr/bin{os.pathsep}/bin"
+    ex.start(KEY, ["titan-test-tool"], env(PATH=path), str(tmp_path), timeout=None)
+    assert drive(ex).lines() == [f"from first as {tool}"]
+    tool.rename(second / "titan-test-tool")  # the cached location is gone
+    key2 = ("run1", "job1", 2)
+    ex.start(key2, ["titan-test-tool"], env(PATH=path), str(tmp_path), timeout=None)
+    assert drive(ex).lines() == [f"from first as {second / 'titan-test-tool'}"]
+    with pytest.raises(FileNotFoundError):
+        ex.start(("run1", "job1", 3), ["titan-no-such-tool"], env(PATH=path), str(tmp_path), timeout=None)
+
+
 def test_nonzero_exit_code(ex: Executor, tmp_path: Path) -> None:
     ex.start(KEY, py("import sys; print('bye'); sys.exit(3)"), env(), str(tmp_path), timeout=None)
     out = drive(ex)

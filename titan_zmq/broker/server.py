@@ -76,7 +76,8 @@ class Broker:
         self.unclaimed_deadline: float | None = None  # after a restore: when unreported RUNNING jobs re-queue
         self.running = True
         self.started_at = time.time()
-        self.counters = {"bad_frames": 0, "requests": 0, "dispatched": 0, "store_errors": 0}
+        self.counters = {"bad_frames": 0, "requests": 0, "dispatched": 0, "store_errors": 0,
+                         "journal_batches": 0, "journal_records": 0}
         self._last_tick = 0.0
         self.api = ClientApi(self)
         self.link = WorkerLink(self)
@@ -254,6 +255,8 @@ class Broker:
             try:
                 if ops:
                     self.store.batch(ops)
+                    self.counters["journal_batches"] += 1
+                    self.counters["journal_records"] += len(ops)
             except StoreUnavailable:
                 self.dirty |= dirty
                 log.error("store unavailable: holding %d records and %d sends", len(self.dirty), len(self.held))

@@ -321,3 +321,4 @@ class WorkerAgent:
             self.sock.close(0)
         self.ctx.term()
         self.pids.close()
+        self.executor.close()

@@ -9,6 +9,7 @@ is cut into batches as it arrives, so memory stays bounded whatever a job prints
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -60,12 +61,16 @@ class Executor:
         self.kill_grace = kill_grace
         self.attempts: dict[AttemptKey, Attempt] = {}
         self._by_fd: dict[int, Attempt] = {}
+        self._stdin = os.open(os.devnull, os.O_RDONLY)  # every job's stdin, opened once
+        self._resolved: dict[tuple[str, str | None], str] = {}  # (command, PATH) -> its executable
 
     def start(self, key: AttemptKey, argv: list[str], env: dict[str, str], cwd: str, timeout: float | None) -> Attempt:
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, close_fds=True,
-        )
+        try:
+            proc = self._spawn(argv, env, cwd, self._executable(argv[0], env.get("PATH")))
+        except FileNotFoundError:
+            if not self._resolved.pop((argv[0], env.get("PATH")), None):
+                raise
+            proc = self._spawn(argv, env, cwd, None)  # the cached executable went away: search again
         now = time.time()
         att = Attempt(key=key, proc=proc, started_at=now, deadline=now + timeout if timeout else None)
         for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
@@ -83,6 +88,25 @@ class Executor:
                 att.pidfd = None
         self.attempts[key] = att
         return att
+
+    def _spawn(self, argv: list[str], env: dict[str, str], cwd: str, executable: str | None) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            argv, executable=executable, cwd=cwd, env=env, stdin=self._stdin, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+            bufsize=0,  # the pipes are read with os.read: no buffer objects (saves a seek and an ioctl each)
+        )
+
+    def _executable(self, command: str, path: str | None) -> str | None:
+        """The file a bare command name runs, looked up in PATH once rather than by every spawn."""
+        if "/" in command or not path or any(not d.startswith("/") for d in path.split(os.pathsep)):
+            return None  # a path already, or a PATH with relative entries (they mean the job's cwd)
+        found = self._resolved.get((command, path))
+        if found is None:
+            found = shutil.which(command, path=path)
+            if found is None:
+                return None  # let the spawn fail with the usual "No such file or directory"
+            self._resolved[command, path] = found
+        return found
 
     @property
     def needs_polling(self) -> bool:
@@ -195,6 +219,9 @@ class Executor:
             for fd in list(att.open_fds):
                 self._close_fd(att, fd)
             self._close_pidfd(att)
+
+    def close(self) -> None:
+        os.close(self._stdin)
 
     def kill_all(self, reason: str) -> None:
         for key in list(self.attempts):

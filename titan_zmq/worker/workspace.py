@@ -24,7 +24,7 @@ from titan_zmq.errors import InvalidRequest
 class Workspace:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
-        self._made: set[str] = set()  # shared directories known to exist
+        self._shared: dict[str, Path] = {}  # run_id -> its shared directory, known to exist
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
         (self.root / "runs").mkdir(parents=True, exist_ok=True)
 
@@ -32,11 +32,11 @@ class Workspace:
         return self.root / "runs" / run_id
 
     def shared_dir(self, run_id: str) -> Path:
-        path = os.path.join(self.root, "runs", run_id, "shared")
-        if path not in self._made:
-            os.makedirs(path, exist_ok=True)
-            self._made.add(path)
-        return Path(path)
+        path = self._shared.get(run_id)
+        if path is None:
+            path = self._shared[run_id] = self.root / "runs" / run_id / "shared"
+            path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def attempt_dir(self, run_id: str, job_id: str, attempt: int) -> Path:
         """``runs/<run>/attempts/<job>@<attempt>`` ('@' never occurs in a job id): one mkdir per attempt."""
