@@ -31,9 +31,8 @@ class EventPublisher:
         return any(t.startswith(p) for p in self.prefixes)
 
     def publish(self, topic: str, body: dict[str, Any]) -> None:
-        t = topic.encode()
-        if any(t.startswith(p) for p in self.prefixes):
-            self.sock.send_multipart([t, encode(Op.DATA, body)])
+        if self.wanted(topic):
+            self.sock.send_multipart([topic.encode(), encode(Op.DATA, body)])
 
     def on_subscriptions(self) -> None:
         """Take the (un)subscriptions waiting on the socket: ``\\x01prefix`` or ``\\x00prefix``."""

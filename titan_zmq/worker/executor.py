@@ -98,13 +98,13 @@ class Executor:
 
     def _executable(self, command: str, path: str | None) -> str | None:
         """The file a bare command name runs, looked up in PATH once rather than by every spawn."""
+        found = self._resolved.get((command, path))
+        if found is not None:
+            return found
         if "/" in command or not path or any(not d.startswith("/") for d in path.split(os.pathsep)):
             return None  # a path already, or a PATH with relative entries (they mean the job's cwd)
-        found = self._resolved.get((command, path))
-        if found is None:
-            found = shutil.which(command, path=path)
-            if found is None:
-                return None  # let the spawn fail with the usual "No such file or directory"
+        found = shutil.which(command, path=path)
+        if found is not None:  # else the spawn fails with the usual "No such file or directory"
             self._resolved[command, path] = found
         return found
 
