@@ -13,8 +13,7 @@ import zmq
 from client import pipeline
 from client.connection import Connection, broker_address
 from client.job import TitanJob
-from titan_zmq import defaults
-from titan_zmq.broker import journal
+from titan_zmq import defaults, events, keys
 from titan_zmq.errors import (
     BrokerUnavailable,
     InvalidRequest,
@@ -35,8 +34,8 @@ STORE_RETRY = 30.0  # seconds before trying the direct store link again after it
 
 
 def _writable(key: str) -> None:
-    if key.startswith(journal.RESERVED):
-        raise InvalidRequest(f"key {key!r} is reserved for the broker's journal")
+    if keys.is_reserved(key):  # the store refuses it too; this says so without a round trip
+        raise InvalidRequest(keys.reserved_message(key))
 
 
 class Run:
@@ -182,7 +181,7 @@ class TitanClient:
         once a second in case an event was missed (a subscription is not instant; a broker restarts).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        topic = f"run/{run_id}/".encode()
+        topic = events.run_topic(run_id).encode()
         sub: zmq.Socket | None = None
         try:
             while True:
@@ -227,7 +226,7 @@ class TitanClient:
     def follow_logs(self, run_id: str, job_id: str, timeout: float | None = None) -> Iterator[list[Any]]:
         """Yield the backlog, then live lines ``[n, attempt, stream, text, ts]``, until the job ends."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        sub = self.conn.subscribe(f"log/{run_id}/{job_id}/", f"job/{run_id}/")
+        sub = self.conn.subscribe(events.log_topic(run_id, job_id), events.job_topic(run_id))
         nxt = 0
         try:
             while True:
@@ -251,7 +250,7 @@ class TitanClient:
                         break  # quiet: ask the broker (also notices a restarted broker)
                     topic, frame = sub.recv_multipart()
                     body = decode(frame).body
-                    if topic.startswith(b"job/"):
+                    if events.is_topic(topic, events.JOB):
                         if body.get("job_id") == job_id and body.get("state") in TERMINAL_JOB:
                             break
                         continue

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from client.api import TERMINAL_JOB, TERMINAL_RUN, TitanClient
+from titan_zmq import events
 from titan_zmq.errors import BrokerUnavailable
 from titan_zmq.protocol import decode
 
@@ -14,7 +15,7 @@ from titan_zmq.protocol import decode
 def follow_run(client: TitanClient, run_id: str, timeout: float | None = None) -> Iterator[tuple[str, list[Any]]]:
     """Yield ``(job_id, [n, attempt, stream, text, ts])`` for every line of every job, in order per job."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    sub = client.conn.subscribe(f"log/{run_id}/", f"run/{run_id}/")
+    sub = client.conn.subscribe(events.log_topic(run_id), events.run_topic(run_id))
     nxt: dict[str, int] = {}
     complete: set[str] = set()  # finished jobs whose every line was yielded: never asked again
 
@@ -46,7 +47,7 @@ def follow_run(client: TitanClient, run_id: str, timeout: float | None = None) -
                 if not sub.poll(500):
                     continue
                 topic, frame = sub.recv_multipart()
-                if topic.startswith(b"run/"):
+                if events.is_topic(topic, events.RUN):
                     if decode(frame).body.get("state") in TERMINAL_RUN:
                         break
                     continue

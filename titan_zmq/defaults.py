@@ -27,6 +27,7 @@ CAPABILITY = "GENERAL"  # the capability every job asks for unless told otherwis
 RETRIES = 3  # retries after the first attempt (4 attempts in all)
 RETRY_BACKOFF = 1.0  # seconds before the first retry; doubles each attempt
 RETRY_BACKOFF_MAX = 60.0  # cap on the retry backoff
+BLOB_CACHE = 8  # project archives the broker keeps in memory for dispatch
 KILL_GRACE = 1.0  # seconds between SIGTERM and SIGKILL when killing a job's process group
 
 REQUEST_TIMEOUT = 10.0  # client request timeout, seconds

@@ -18,6 +18,7 @@ value, so user data may contain anything.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import msgpack
 
 from titan_zmq.defaults import MAX_BODY_BYTES
+from titan_zmq.errors import BadField, ErrorCode, ProtocolError
 
 VERSION = 1
 HEADER = struct.Struct(">BBBBI")
@@ -75,42 +77,11 @@ class Flag(IntFlag):
     ERROR = 0x02
 
 
-class ErrorCode:
-    """Error codes carried in ERROR bodies (strings, so they read well in logs)."""
-
-    SHORT_FRAME = "short_frame"
-    BAD_VERSION = "bad_version"
-    LENGTH_MISMATCH = "length_mismatch"
-    UNKNOWN_OP = "unknown_op"
-    OVERSIZE = "oversize"
-    BAD_BODY = "bad_body"
-    BAD_REQUEST = "bad_request"
-    NOT_FOUND = "not_found"
-    INVALID = "invalid"
-    STORE_UNAVAILABLE = "store_unavailable"
-    UNREGISTERED = "unregistered"  # a worker message from a connection the broker does not know
-    INTERNAL = "internal"
-
-
-class ProtocolError(Exception):
-    """A frame that cannot be decoded; ``code`` is one of :class:`ErrorCode`."""
-
-    def __init__(self, code: str, message: str, op: int | None = None, rid: Any = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.op = op
-        self.rid = rid
-
-
-class BadField(ValueError):
-    """A request body field is missing or has the wrong type."""
-
-
 def body_field(body: dict[str, Any], name: str, kinds: type | tuple[type, ...], default: Any = ...) -> Any:
     """``body[name]`` checked against ``kinds`` (bools never pass as numbers); BadField otherwise.
 
-    The one typed-field check for every server (broker and store); each turns BadField into its reply.
+    The one typed-field check for every server (broker and store); :meth:`Message.field` is the
+    same check naming the op.
     """
     if name not in body:
         if default is ...:
@@ -137,6 +108,16 @@ class Message:
     @property
     def is_error(self) -> bool:
         return bool(self.flags & Flag.ERROR)
+
+    def field(self, name: str, kinds: type | tuple[type, ...], default: Any = ...) -> Any:
+        """A body field of the right type, or BadField naming the op and the field."""
+        try:
+            return body_field(self.body, name, kinds, default)
+        except BadField as exc:
+            raise BadField(f"{self.op.name}: {exc}") from None
+
+
+Handler = Callable[[bytes, Message], bytes | None]  # a ROUTER request: (peer identity, message) -> reply or None
 
 
 def pack(value: Any) -> bytes:

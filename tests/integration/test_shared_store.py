@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from client.job import TitanJob
 from titan_zmq.errors import InvalidRequest
+from titan_zmq.protocol import Op
+from titan_zmq.store.client import StoreClient
 
 VALUES = {
     "unicode": "héllo wörld ✓ 漢字 🚀",
@@ -35,6 +38,21 @@ def test_values_round_trip_and_survive_a_store_restart(make_cluster):
         assert set(c.store_keys("v/")) == {f"v/{k}" for k in VALUES if k != "big"}
 
 
-def test_journal_keys_are_read_only_for_clients(client):
+def test_journal_keys_are_read_only_for_clients(cluster, client):
+    """Refused by the client library, by the broker's pass-through (even when the request claims to be
+    the journal's) and by the store itself on a direct link; the journal stays readable."""
+    run_id = client.submit_dag("ro", [TitanJob("a", command="true")]).run_id
     with pytest.raises(InvalidRequest, match="reserved"):
         client.store_put("run/x", "y")
+    with pytest.raises(InvalidRequest, match="reserved"):
+        client.conn.request(Op.KV_SET, {"key": f"run/{run_id}", "value": b"x", "journal": True})
+    with pytest.raises(InvalidRequest, match="reserved"):
+        client.conn.request(Op.KV_DEL, {"key": f"job/{run_id}/a"})
+    with StoreClient(cluster.store_addr, timeout=5) as direct:
+        for key in (f"run/{run_id}", f"spec/{run_id}/a", "blob/x"):
+            with pytest.raises(InvalidRequest, match="reserved"):
+                direct.set(key, b"x")
+        with pytest.raises(InvalidRequest, match="reserved"):
+            direct.batch([["del", f"job/{run_id}/a"]])
+        assert direct.get(f"run/{run_id}") is not None
+    assert client.wait(run_id, timeout=30)["state"] == "SUCCEEDED"

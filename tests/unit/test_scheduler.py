@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from titan_zmq.attempt import AttemptKey as K
 from titan_zmq.broker.scheduler import Dispatch, Journal, Kill, RunFinished, Scheduler, backoff
 from titan_zmq.errors import InvalidRequest, NotFound
 from titan_zmq.jobspec import JobSpec
@@ -24,7 +25,7 @@ def of(actions: list, kind: type) -> list:
 
 
 def dispatched(actions: list) -> list[tuple[str, str, str, int]]:
-    return [(d.worker, d.run_id, d.job_id, d.attempt) for d in of(actions, Dispatch)]
+    return [(d.worker, *d.key) for d in of(actions, Dispatch)]
 
 
 class Harness:
@@ -55,7 +56,7 @@ class Harness:
         assert changed <= journaled, f"{method}: changed without a Journal action: {changed - journaled}"
         for d in of(actions, Dispatch):
             w = self.s.workers[d.worker]
-            rec = self.s.job(d.run_id, d.job_id)
+            rec = self.s.job(d.key.run_id, d.key.job_id)
             assert rec.spec.requirement in w.caps, f"{d} sent to a worker without {rec.spec.requirement}"
         self.finished += of(actions, RunFinished)
         self.check_invariants()
@@ -91,10 +92,10 @@ class Harness:
     def finish(self, run_id: str, job_id: str, code: int = 0, now: float = 0.0) -> list:
         rec = self.s.job(run_id, job_id)
         assert rec.state is J.RUNNING, f"{job_id} is {rec.state}"
-        return self._call("job_finished", rec.worker, run_id, job_id, rec.attempts, code, now)
+        return self._call("job_finished", rec.worker, K(run_id, job_id, rec.attempts), code, now)
 
     def report(self, worker: str, run_id: str, job_id: str, attempt: int, code: int = 0, now: float = 0.0) -> list:
-        return self._call("job_finished", worker, run_id, job_id, attempt, code, now)
+        return self._call("job_finished", worker, K(run_id, job_id, attempt), code, now)
 
     def cancel(self, run_id: str, job_id: str | None, now: float = 0.0) -> list:
         return self._call("cancel", run_id, job_id, now)
@@ -103,6 +104,8 @@ class Harness:
         return self._call("tick", now)
 
     def add(self, run_id: str, jobs: list[JobSpec], now: float = 0.0) -> list:
+        """As the broker does it: the one check (before the specs are stored), then the event."""
+        self.s.check_new_jobs(run_id, jobs)
         return self._call("add_jobs", run_id, jobs, now)
 
     # -- queries --
@@ -360,7 +363,7 @@ def test_cancel_running_job_kills_and_cancels_descendants(h: Harness) -> None:
     h.submit("other", [spec("o")])
     assert h.st("other", "o") is J.QUEUED
     acts = h.cancel("r", "a", now=7)
-    assert of(acts, Kill) == [Kill("w", "r", "a", 1)]
+    assert of(acts, Kill) == [Kill("w", K("r", "a", 1))]
     assert [h.st("r", j) for j in "abc"] == [J.CANCELLED] * 3
     assert RunFinished("r", RunState.CANCELLED) in acts
     assert h.run_state("r") is RunState.CANCELLED
@@ -412,7 +415,7 @@ def test_cancel_whole_run(h: Harness) -> None:
     h.submit("r", [spec("run"), spec("queued"), spec("delayed", delay=9), spec("pending", "run")])
     h.submit("keep", [spec("k")])
     acts = h.cancel("r", None, now=3)
-    assert of(acts, Kill) == [Kill("w", "r", "run", 1)]
+    assert of(acts, Kill) == [Kill("w", K("r", "run", 1))]
     assert all(rec.state is J.CANCELLED for rec in h.s.run("r").jobs.values())
     assert of(acts, RunFinished) == [RunFinished("r", RunState.CANCELLED)]
     assert h.st("keep", "k") is J.QUEUED and h.run_state("keep") is RunState.RUNNING
@@ -489,12 +492,12 @@ def test_stale_job_finished_frees_only_the_slot(h: Harness) -> None:
 def test_job_started_sets_start_time_only_for_current_attempt(h: Harness) -> None:
     h.worker("w")
     h.submit("r", [spec("a")])
-    assert h._call("job_started", "w", "r", "a", 9, 1.0) == []
-    assert h._call("job_started", "other", "r", "a", 1, 1.0) == []
+    assert h._call("job_started", "w", K("r", "a", 9), 1.0) == []
+    assert h._call("job_started", "other", K("r", "a", 1), 1.0) == []
     assert h.s.job("r", "a").started_at is None
-    acts = h._call("job_started", "w", "r", "a", 1, 2.0)
+    acts = h._call("job_started", "w", K("r", "a", 1), 2.0)
     assert acts == [] and h.s.job("r", "a").started_at == 2.0  # journaled with the next transition
-    h._call("job_finished", "w", "r", "a", 1, 0, 3.0)
+    h._call("job_finished", "w", K("r", "a", 1), 0, 3.0)
     assert h.s.job("r", "a").state_dict()["started_at"] == 2.0
 
 
@@ -627,7 +630,7 @@ def test_register_adopts_matching_running_attempt(recorded_worker: str | None) -
     assert rec.state is J.RUNNING and rec.attempts == 1 and rec.worker == "w1"
     assert ("r", "a", 1) in h.s.workers["w1"].running
     assert Journal("r", "a") in acts
-    acts = h.s.job_finished("w1", "r", "a", 1, 0, 11.0)  # its completion is accepted
+    acts = h.s.job_finished("w1", K("r", "a", 1), 0, 11.0)  # its completion is accepted
     assert h.s.job("r", "a").state is J.COMPLETED
     assert dispatched(acts) == [("w1", "r", "b", 1)]
 
@@ -641,7 +644,7 @@ def test_register_kills_unwanted_reported_attempt(report: tuple[str, str, int]) 
     h = Harness()
     _restored_running_job(h)
     acts = h.s.register_worker("w1", ["GENERAL"], 4, 10.0, [report])
-    assert Kill("w1", *report) in acts
+    assert Kill("w1", K(*report)) in acts
     assert report not in h.s.workers["w1"].running
 
 
@@ -649,7 +652,7 @@ def test_register_kills_attempt_recorded_on_another_worker() -> None:
     h = Harness()
     _restored_running_job(h, worker="w1")
     acts = h.s.register_worker("w2", ["GENERAL"], 4, 10.0, [("r", "a", 1)])
-    assert Kill("w2", "r", "a", 1) in acts
+    assert Kill("w2", K("r", "a", 1)) in acts
     assert h.s.job("r", "a").worker == "w1"
 
 
@@ -660,7 +663,7 @@ def test_register_kills_attempt_of_finished_or_cancelled_job(h: Harness) -> None
     h.cancel("r", "b")
     h.lost("w1")
     acts = h.worker("w1", slots=1, running=(("r", "a", 1), ("r", "b", 1)))
-    assert set(of(acts, Kill)) == {Kill("w1", "r", "a", 1), Kill("w1", "r", "b", 1)}
+    assert set(of(acts, Kill)) == {Kill("w1", K("r", "a", 1)), Kill("w1", K("r", "b", 1))}
 
 
 def test_reregister_same_worker_adopts_its_running_attempts(h: Harness) -> None:

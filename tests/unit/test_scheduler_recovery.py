@@ -3,6 +3,7 @@ outcomes in flight, failed sends, refused submissions."""
 
 from __future__ import annotations
 
+from titan_zmq.attempt import AttemptKey as K
 from titan_zmq.broker.records import JobRecord, RunRecord
 from titan_zmq.broker.scheduler import Dispatch, Kill, Scheduler
 from titan_zmq.jobspec import JobSpec
@@ -45,7 +46,7 @@ def test_restore_rebuilds_queues_timers_and_waits_for_running_jobs() -> None:
     assert s.job("r", "child").state is J.PENDING
     assert s.next_due() == 120.0
     acts = s.register_worker("w2", ["GENERAL"], 3, 101.0)
-    assert [d.job_id for d in of(acts, Dispatch)] == ["queued1", "queued2", "pending"]  # original order
+    assert [d.key.job_id for d in of(acts, Dispatch)] == ["queued1", "queued2", "pending"]  # original order
     s.tick(119.0)
     assert s.job("r", "delayed").state is J.DELAYED
     s.tick(120.0)
@@ -63,7 +64,7 @@ def test_unclaimed_running_jobs_are_requeued_after_the_grace() -> None:
     s.register_worker("w2", ["GENERAL"], 4, 1.0)
     assert s.job("r", "a").state is J.RUNNING  # still waiting for its worker
     acts = s.requeue_unclaimed(9.0)
-    assert of(acts, Dispatch) == [Dispatch("w2", "r", "a", 2)]
+    assert of(acts, Dispatch) == [Dispatch("w2", K("r", "a", 2))]
 
 
 def test_a_dispatch_lost_in_a_crash_is_requeued_when_the_worker_does_not_know_it() -> None:
@@ -71,7 +72,7 @@ def test_a_dispatch_lost_in_a_crash_is_requeued_when_the_worker_does_not_know_it
     run = journal_run({"a": (spec("a"), J.RUNNING, {"attempts": 1, "worker": "w1"})})
     s.restore([run], now=0.0)
     acts = s.register_worker("w1", ["GENERAL"], 4, 1.0, running=[], done=[])
-    assert of(acts, Dispatch) == [Dispatch("w1", "r", "a", 2)]
+    assert of(acts, Dispatch) == [Dispatch("w1", K("r", "a", 2))]
 
 
 def test_an_outcome_in_flight_is_not_lost_if_its_worker_dies_before_sending_it() -> None:
@@ -84,7 +85,7 @@ def test_an_outcome_in_flight_is_not_lost_if_its_worker_dies_before_sending_it()
     s.worker_lost("w1", 2.0)
     assert s.job("r", "a").state is J.QUEUED
     acts = s.register_worker("w2", ["GENERAL"], 1, 3.0)
-    assert of(acts, Dispatch) == [Dispatch("w2", "r", "a", 2)]
+    assert of(acts, Dispatch) == [Dispatch("w2", K("r", "a", 2))]
 
 
 def test_a_reconnecting_worker_keeps_what_it_reports_and_the_stale_attempt_is_killed() -> None:
@@ -94,8 +95,8 @@ def test_a_reconnecting_worker_keeps_what_it_reports_and_the_stale_attempt_is_ki
     s.worker_lost("w1", 5.0)  # declared lost: both re-queued
     s.register_worker("w2", ["GENERAL"], 2, 6.0)  # they run again elsewhere as attempt 2
     acts = s.register_worker("w1", ["GENERAL"], 2, 7.0, running=[("r", "a", 1), ("r", "b", 1)])
-    assert sorted(k.job_id for k in of(acts, Kill)) == ["a", "b"]
-    s.job_finished("w1", "r", "a", 1, 0, 8.0)  # the stale result is ignored
+    assert sorted(k.key.job_id for k in of(acts, Kill)) == ["a", "b"]
+    s.job_finished("w1", K("r", "a", 1), 0, 8.0)  # the stale result is ignored
     assert s.job("r", "a").state is J.RUNNING and s.job("r", "a").worker == "w2"
 
 
@@ -103,9 +104,9 @@ def test_a_failed_send_gives_the_attempt_back_to_the_queue() -> None:
     s = Scheduler()
     s.register_worker("w1", ["GENERAL"], 1, 0.0)
     acts = s.submit("r", "r", [spec("a")], 0.0)
-    assert of(acts, Dispatch) == [Dispatch("w1", "r", "a", 1)]
-    acts = s.dispatch_failed("w1", "r", "a", 1, 0.1)
-    assert of(acts, Dispatch) == [Dispatch("w1", "r", "a", 2)]  # the slot came back, so it goes again
+    assert of(acts, Dispatch) == [Dispatch("w1", K("r", "a", 1))]
+    acts = s.dispatch_failed("w1", K("r", "a", 1), 0.1)
+    assert of(acts, Dispatch) == [Dispatch("w1", K("r", "a", 2))]  # the slot came back, so it goes again
 
 
 def test_a_refused_submission_leaves_no_trace() -> None:
@@ -115,7 +116,7 @@ def test_a_refused_submission_leaves_no_trace() -> None:
     s.discard_run("r")
     assert "r" not in s.runs and s.workers["w1"].running == set()
     acts = s.submit("r2", "r2", [spec("c")], 1.0)
-    assert of(acts, Dispatch) == [Dispatch("w1", "r2", "c", 1)]  # the queue entries of "r" died lazily
+    assert of(acts, Dispatch) == [Dispatch("w1", K("r2", "c", 1))]  # the queue entries of "r" died lazily
 
 
 def test_restored_finished_run_stays_finished() -> None:

@@ -198,3 +198,25 @@ def test_invalid_record_in_aof_is_corruption(tmp_path: Path) -> None:
         aof.append([[["set", "a", "1", None]], "not a list of ops"])
     with pytest.raises(AOFCorrupt, match="byte offset"):
         StoreService(tmp_path)
+
+
+@pytest.mark.parametrize("key", ["run/r1", "spec/r1/a", "job/r1/a", "blob/abc"])
+def test_journal_keys_are_written_only_by_the_journal(store: Harness, key: str) -> None:
+    """Every mutating op on a reserved key is refused unless the request says it is the journal's;
+    reading stays open to everybody, and the user's own keys are unaffected."""
+    refused = [
+        store.call(Op.KV_SET, key=key, value=b"x"),
+        store.call(Op.KV_DEL, key=key),
+        store.call(Op.KV_INCR, key=key, by=1),
+        store.call(Op.KV_SADD, key=key, member="m"),
+        store.call(Op.KV_SREM, key=key, member="m"),
+        store.call(Op.KV_BATCH, ops=[["set", "mine", "ok", None], ["set", key, b"x", None]]),
+    ]
+    for reply in refused:
+        assert reply.is_error and reply.body["code"] == ErrorCode.INVALID, reply.body
+        assert "reserved for the broker's journal" in reply.body["message"]
+    assert store.ok(Op.KV_GET, key="mine")["found"] is False  # the batch was refused as a whole
+    store.ok(Op.KV_BATCH, ops=[["set", key, b"journal", None]], journal=True)
+    assert store.ok(Op.KV_GET, key=key)["value"] == b"journal"
+    assert key in store.ok(Op.KV_KEYS, prefix=key.split("/")[0] + "/")["keys"]
+    store.ok(Op.KV_SET, key="runway/x", value=b"mine")  # a user key that merely starts alike

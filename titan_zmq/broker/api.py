@@ -3,31 +3,53 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-import psutil
-
-from titan_zmq import defaults
+from titan_zmq import defaults, keys
 from titan_zmq.broker import journal
-from titan_zmq.broker.worker_link import field
+from titan_zmq.broker.blobs import BlobCache
+from titan_zmq.broker.commit import GroupCommit
+from titan_zmq.broker.logs import LogStore
+from titan_zmq.broker.registry import WorkerRegistry
+from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.errors import InvalidRequest, NotFound, StoreUnavailable
-from titan_zmq.jobspec import JobSpec, parse_job, parse_jobs, validate_dag
-from titan_zmq.protocol import Message, Op, reply
-from titan_zmq.states import JobState
-
-if TYPE_CHECKING:
-    from titan_zmq.broker.server import Broker, Handler
+from titan_zmq.jobspec import JobSpec, parse_job, parse_jobs
+from titan_zmq.protocol import Handler, Message, Op, reply
+from titan_zmq.store.client import StoreClient
 
 KV_OPS = (
     Op.KV_SET, Op.KV_GET, Op.KV_SADD, Op.KV_SMEMBERS, Op.KV_DEL, Op.KV_INCR, Op.KV_SREM, Op.KV_KEYS,
 )
+OPTIONAL_STR = (str, type(None))
+
+
+def new_run_id(name: str) -> str:
+    """A unique, readable run id: the name's slug, the time, and a random tail."""
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40].strip("-") or "run"
+    return f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 class ClientApi:
-    def __init__(self, broker: Broker):
-        self.b = broker
+    """Handles the requests of clients (the library, the CLI, jobs that add jobs, the UI).
+
+    It touches only what a client request needs: the scheduler's submission, cancel and query
+    methods, the worker registry (read), the group commit (every change is journaled before the
+    reply), the store link for the shared KV and assets, the log store and the project archives.
+    """
+
+    def __init__(self, sched: Scheduler, registry: WorkerRegistry, journal: GroupCommit, store: StoreClient,
+                 logs: LogStore, blobs: BlobCache, stats: Callable[[], dict[str, Any]], stop: Callable[[], None]):
+        self.sched = sched
+        self.registry = registry
+        self.journal = journal
+        self.store = store
+        self.logs = logs
+        self.blobs = blobs
+        self.stats = stats
+        self.stop = stop
 
     def handlers(self) -> dict[Op, Handler]:
         table: dict[Op, Handler] = {
@@ -52,52 +74,34 @@ class ClientApi:
 
     def on_submit_dag(self, identity: bytes, msg: Message) -> bytes:
         jobs = parse_jobs(msg.body.get("jobs"))
-        name = field(msg, "name", str, "run")
-        agent = field(msg, "agent_run_id", (str, type(None)), None)
-        return self._submit(msg, name, jobs, agent)
+        return self._submit(msg, msg.field("name", str, "run"), jobs, msg.field("agent_run_id", OPTIONAL_STR, None))
 
     def on_submit_job(self, identity: bytes, msg: Message) -> bytes:
         job = parse_job(msg.body.get("job"), "job")
-        return self._submit(msg, field(msg, "name", str, job.id), [job], field(msg, "agent_run_id", (str, type(None)), None))
-
-    def _need_store(self, what: str) -> None:
-        if not self.b.store_available():
-            raise StoreUnavailable(f"store unavailable: {what} not accepted (nothing of it will run); retry later")
-
-    def _store_write(self, ops: list[list[Any]], what: str) -> None:
-        """One store batch for a client's change; a failure is the client's clear 'not accepted'."""
-        try:
-            self.b.store.batch(ops)
-        except StoreUnavailable as exc:
-            self.b.store_down()
-            raise StoreUnavailable(f"store unavailable: {what} not accepted (nothing of it will run); "
-                                   f"retry later ({exc})") from None
+        return self._submit(msg, msg.field("name", str, job.id), [job], msg.field("agent_run_id", OPTIONAL_STR, None))
 
     def _submit(self, msg: Message, name: str, jobs: list[JobSpec], agent: str | None) -> bytes:
-        self._need_store("the submission was")
-        run_id = self.b.new_run_id(name)
+        if not self.journal.store_available():
+            raise StoreUnavailable("store unavailable: the submission was not accepted (nothing of it will run);"
+                                   " retry later")
+        run_id = new_run_id(name)
         ops = self._project_ops(msg, jobs) + journal.spec_ops(run_id, jobs)
-        now = time.time()
         # specs and first states go to the store in one batch; until it is in, nothing is sent
-        self.b.apply(self.b.sched.submit(run_id, name, jobs, now, agent_run_id=agent))
-        if not self.b.commit(extra_ops=ops):
-            self.b.forget_run(run_id)
+        self.journal.apply(self.sched.submit(run_id, name, jobs, time.time(), agent_run_id=agent))
+        if not self.journal.commit(extra_ops=ops):
+            self.journal.forget_run(run_id)
             raise StoreUnavailable("store unavailable: the submission was not accepted (nothing of it will run);"
                                    " retry later")
         return reply(msg, {"run_id": run_id, "jobs": [j.id for j in jobs]})
 
     def on_add_jobs(self, identity: bytes, msg: Message) -> bytes:
-        run_id = field(msg, "run_id", str)
-        run = self.b.sched.run(run_id)
+        run_id = msg.field("run_id", str)
         jobs = parse_jobs(msg.body.get("jobs"))
-        if run.state.terminal:
-            raise InvalidRequest(f"run {run_id!r} already finished ({run.state.value}); cannot add jobs")
-        validate_dag(jobs, existing=set(run.jobs))
-        self._need_store("the added jobs were")
-        self._store_write(self._project_ops(msg, jobs) + journal.spec_ops(run_id, jobs, first=len(run.jobs)),
-                          "the added jobs were")
-        self.b.apply(self.b.sched.add_jobs(run_id, jobs, time.time()))
-        self.b.commit()
+        run = self.sched.check_new_jobs(run_id, jobs)
+        self.journal.write(self._project_ops(msg, jobs) + journal.spec_ops(run_id, jobs, first=len(run.jobs)),
+                           "the added jobs were")
+        self.journal.apply(self.sched.add_jobs(run_id, jobs, time.time()))
+        self.journal.commit()
         return reply(msg, {"run_id": run_id, "jobs": [j.id for j in jobs]})
 
     def _project_ops(self, msg: Message, jobs: list[JobSpec]) -> list[list[Any]]:
@@ -111,109 +115,79 @@ class ClientApi:
         blob_id = hashlib.sha256(data).hexdigest()
         if any(j.project not in (None, blob_id) for j in jobs):
             raise InvalidRequest("project: a job names an archive that is not the one sent")
-        self.b.link.remember_blob(blob_id, data)
-        return [["set", journal.BLOB + blob_id, data, None]]
+        self.blobs.remember(blob_id, data)
+        return [["set", keys.blob_key(blob_id), data, None]]
 
     # ---- queries -----------------------------------------------------------------------------
 
     def on_status(self, identity: bytes, msg: Message) -> bytes:
-        run_id = field(msg, "run_id", (str, type(None)), None)
-        if run_id is None:
-            if not self.b.sched.runs:
-                raise NotFound("no runs yet")
-            run_id = next(reversed(self.b.sched.runs))  # runs are kept in submission order
-        run = self.b.sched.run(run_id)
-        return reply(msg, run.summary() if field(msg, "summary", bool, False) else run.status(), Op.DATA)
+        run_id = msg.field("run_id", OPTIONAL_STR, None)
+        run = self.sched.newest_run() if run_id is None else self.sched.run(run_id)
+        return reply(msg, run.summary() if msg.field("summary", bool, False) else run.status(), Op.DATA)
 
     def on_list_runs(self, identity: bytes, msg: Message) -> bytes:
-        agent = field(msg, "agent_run_id", (str, type(None)), None)
-        limit = field(msg, "limit", int, 100)
-        out: list[dict[str, Any]] = []
-        for run_id in reversed(self.b.sched.runs):  # newest first, without sorting every run ever seen
-            if len(out) >= limit:
-                break
-            r = self.b.sched.runs[run_id]
-            if agent is not None and r.agent_run_id != agent:
-                continue
-            out.append(r.summary())
-        return reply(msg, {"runs": out}, Op.DATA)
+        runs = self.sched.recent_runs(msg.field("limit", int, 100), msg.field("agent_run_id", OPTIONAL_STR, None))
+        return reply(msg, {"runs": [r.summary() for r in runs]}, Op.DATA)
 
     def on_list_workers(self, identity: bytes, msg: Message) -> bytes:
-        out = []
-        for conn in self.b.registry.by_name.values():
-            slots = self.b.sched.workers.get(conn.name)
-            running = sorted([r, j] for r, j, _ in slots.running) if slots else []
-            out.append(conn.describe(running))
+        out = [conn.describe([[k.run_id, k.job_id] for k in self.sched.running_on(conn.name)])
+               for conn in self.registry.by_name.values()]
         return reply(msg, {"workers": out}, Op.DATA)
 
     def on_get_logs(self, identity: bytes, msg: Message) -> bytes:
-        run_id, job_id = field(msg, "run_id", str), field(msg, "job_id", str)
-        rec = self.b.sched.job(run_id, job_id)
-        start = max(0, field(msg, "start", int, 0))
-        limit = min(max(1, field(msg, "limit", int, defaults.LOG_PAGE_LINES)), defaults.LOG_PAGE_LINES)
-        lines = self.b.logs.read(run_id, job_id, start, limit)
+        run_id, job_id = msg.field("run_id", str), msg.field("job_id", str)
+        rec = self.sched.job(run_id, job_id)
+        start = max(0, msg.field("start", int, 0))
+        limit = min(max(1, msg.field("limit", int, defaults.LOG_PAGE_LINES)), defaults.LOG_PAGE_LINES)
+        lines = self.logs.read(run_id, job_id, start, limit)
         nxt = lines[-1][0] + 1 if lines else start
-        total = self.b.logs.count(run_id, job_id)
+        total = self.logs.count(run_id, job_id)
         return reply(msg, {
             "lines": lines, "next": nxt, "total": total, "state": rec.state.value,
             "done": rec.state.terminal and nxt >= total,
         }, Op.DATA)
 
     def on_stats(self, identity: bytes, msg: Message) -> bytes:
-        states: dict[str, int] = {}
-        for run in self.b.sched.runs.values():
-            for rec in run.jobs.values():
-                states[rec.state.value] = states.get(rec.state.value, 0) + 1
-        rss = psutil.Process(os.getpid()).memory_info().rss
-        return reply(msg, {
-            "workers": len(self.b.registry), "runs": len(self.b.sched.runs),
-            "runs_running": sum(1 for r in self.b.sched.runs.values() if not r.state.terminal),
-            "jobs": states, "queued": states.get(JobState.QUEUED.value, 0),
-            "running": states.get(JobState.RUNNING.value, 0), "store_ok": self.b.store_ok,
-            "uptime": time.time() - self.b.started_at, "rss_bytes": rss, "pub": self.b.pub_addr,
-            **self.b.counters,
-        }, Op.DATA)
+        return reply(msg, self.stats(), Op.DATA)
 
     # ---- changes -----------------------------------------------------------------------------
 
     def on_cancel(self, identity: bytes, msg: Message) -> bytes:
-        run_id = field(msg, "run_id", str)
-        job_id = field(msg, "job_id", (str, type(None)), None)
-        run = self.b.sched.run(run_id)
+        run_id = msg.field("run_id", str)
+        job_id = msg.field("job_id", OPTIONAL_STR, None)
+        run = self.sched.run(run_id)
         before = {j: r.state for j, r in run.jobs.items()}
-        self.b.apply(self.b.sched.cancel(run_id, job_id, time.time()))
-        if not self.b.commit():
+        self.journal.apply(self.sched.cancel(run_id, job_id, time.time()))
+        if not self.journal.commit():
             raise StoreUnavailable("store unavailable: the cancel is applied but not yet persisted")
         changed = [j for j, r in run.jobs.items() if r.state is not before[j]]
         return reply(msg, {"run_id": run_id, "cancelled": changed, "state": run.state.value})
 
     def on_kv(self, identity: bytes, msg: Message) -> bytes:
-        body = {k: v for k, v in msg.body.items() if k != "rid"}
-        key = body.get("key", body.get("prefix", ""))
-        if isinstance(key, str) and key.startswith(journal.RESERVED) and msg.op not in (Op.KV_GET, Op.KV_KEYS, Op.KV_SMEMBERS):
-            raise InvalidRequest(f"key {key!r} is reserved for the broker's journal")
-        self._need_store("the store request was")
+        """The shared KV and sets, passed on to the store (which refuses writes to the journal's keys)."""
+        body = {k: v for k, v in msg.body.items() if k not in ("rid", "journal")}  # a client never writes the journal
+        if not self.journal.store_available():
+            raise StoreUnavailable("store unavailable: the store request was not accepted; retry later")
         try:
-            out = dict(self.b.store.request(msg.op, body))
+            out = dict(self.store.request(msg.op, body))
         except StoreUnavailable as exc:
-            self.b.store_down()
+            self.journal.store_down()
             raise StoreUnavailable(f"store unavailable: the store request was not applied ({exc})") from None
         out.pop("rid", None)
         return reply(msg, out, Op.DATA)
 
     def on_upload(self, identity: bytes, msg: Message) -> bytes:
-        name, data = field(msg, "name", str), field(msg, "data", bytes)
-        self.b.store.set(journal.ASSET + name, data)
+        name, data = msg.field("name", str), msg.field("data", bytes)
+        self.store.set(keys.asset_key(name), data)
         return reply(msg, {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
 
     def on_fetch(self, identity: bytes, msg: Message) -> bytes:
-        name = field(msg, "name", str)
-        data = self.b.store.get(journal.ASSET + name)
+        name = msg.field("name", str)
+        data = self.store.get(keys.asset_key(name))
         if data is None:
             raise NotFound(f"no asset named {name!r}")
         return reply(msg, {"name": name, "data": data}, Op.DATA)
 
     def on_stop(self, identity: bytes, msg: Message) -> bytes:
-        self.b.stop()
+        self.stop()
         return reply(msg, {"stopping": True})
-

@@ -1,39 +1,17 @@
-"""How broker state maps onto store keys, so the broker can be rebuilt from the store.
+"""The broker's journal writes: its records as store operations, so it can be rebuilt from the store.
 
-Keys (all values msgpack):
-    run/<run_id>              run meta (name, agent run, state, times)
-    spec/<run_id>/<job_id>    the job spec, written once when the job is accepted
-    job/<run_id>/<job_id>     the job's changing state (state, attempts, worker, times...)
-    blob/<sha256>             a project archive
-    asset/<name>              an uploaded file or artifact
+The key names are the shared contract in :mod:`titan_zmq.keys`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from titan_zmq.broker.records import RunRecord
 from titan_zmq.jobspec import JobSpec
+from titan_zmq.keys import job_key, run_key, spec_key
 from titan_zmq.protocol import pack
-
-RUN = "run/"
-SPEC = "spec/"
-JOB = "job/"
-BLOB = "blob/"
-ASSET = "asset/"
-RESERVED = (RUN, SPEC, JOB, BLOB)  # the journal's prefixes: clients may read them, never write
-
-
-def run_key(run_id: str) -> str:
-    return f"{RUN}{run_id}"
-
-
-def job_key(run_id: str, job_id: str) -> str:
-    return f"{JOB}{run_id}/{job_id}"
-
-
-def spec_key(run_id: str, job_id: str) -> str:
-    return f"{SPEC}{run_id}/{job_id}"
 
 
 def spec_ops(run_id: str, jobs: list[JobSpec], first: int = 0) -> list[list[Any]]:
@@ -45,11 +23,12 @@ def spec_ops(run_id: str, jobs: list[JobSpec], first: int = 0) -> list[list[Any]
             for i, j in enumerate(jobs)]
 
 
-def state_ops(runs: dict[str, RunRecord], dirty: set[tuple[str, str | None]]) -> list[list[Any]]:
-    """Store ops for every dirty run (job None) or job record."""
+def state_ops(find_run: Callable[[str], RunRecord | None],
+              dirty: set[tuple[str, str | None]]) -> list[list[Any]]:
+    """Store ops for every dirty run (job None) or job record (runs looked up with ``find_run``)."""
     ops: list[list[Any]] = []
     for run_id, job_id in dirty:
-        run = runs.get(run_id)
+        run = find_run(run_id)
         if run is None:
             continue
         if job_id is None:

@@ -17,6 +17,8 @@ JOB_STATE_FIELDS = (
 
 @dataclass(slots=True, eq=False)
 class JobRecord:
+    """One job of a run as the broker tracks it: its spec and its changing state."""
+
     run_id: str
     spec: JobSpec
     seq: int  # submission order
@@ -56,6 +58,8 @@ class JobRecord:
 
 @dataclass(slots=True, eq=False)
 class RunRecord:
+    """One run: its meta, its jobs in submission order, and counters the scheduler keeps up to date."""
+
     run_id: str
     name: str
     created_at: float
@@ -66,10 +70,6 @@ class RunRecord:
     open_jobs: int = 0  # jobs not yet terminal
     failed: int = 0  # jobs ended DEAD or SKIPPED
     cancelled: int = 0  # jobs ended CANCELLED
-
-    @staticmethod
-    def missing() -> RunRecord:
-        return RunRecord(run_id="", name="", created_at=0.0)
 
     def meta(self) -> dict[str, Any]:
         return {

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from titan_zmq.broker import journal
+from titan_zmq import keys
 from titan_zmq.broker.records import JOB_STATE_FIELDS, JobRecord, RunRecord
 from titan_zmq.jobspec import parse_job
 from titan_zmq.protocol import unpack
 from titan_zmq.states import JobState, RunState
 from titan_zmq.store.client import StoreClient
 
-log = logging.getLogger("titan.broker")
+log = logging.getLogger(__name__)
 
 
 def load_runs(store: StoreClient) -> list[RunRecord]:
@@ -26,11 +26,11 @@ def load_runs(store: StoreClient) -> list[RunRecord]:
     Read run by run, so no single reply holds the whole journal.
     """
     runs = []
-    for key, raw in store.items(journal.RUN).items():
+    for key, raw in store.items(keys.RUN).items():
         meta = unpack(raw) if isinstance(raw, bytes) else {}
-        run_id = key[len(journal.RUN):]
-        specs = _by_job(store.items(f"{journal.SPEC}{run_id}/"), journal.SPEC)
-        states = _by_job(store.items(f"{journal.JOB}{run_id}/"), journal.JOB)
+        run_id = key[len(keys.RUN):]
+        specs = _by_job(store.items(f"{keys.SPEC}{run_id}/"), keys.SPEC)
+        states = _by_job(store.items(f"{keys.JOB}{run_id}/"), keys.JOB)
         run = RunRecord(run_id=run_id, name=meta.get("name", run_id), created_at=meta.get("created_at") or 0.0,
                         agent_run_id=meta.get("agent_run_id"), state=RunState(meta.get("state", "RUNNING")),
                         finished_at=meta.get("finished_at"))
@@ -49,7 +49,7 @@ def _by_job(items: dict[str, Any], prefix: str) -> dict[str, Any]:
         job_id = key[len(prefix):].rpartition("/")[2]
         try:
             value = unpack(raw)
-            if prefix == journal.SPEC:
+            if prefix == keys.SPEC:
                 value = (value.pop("_order", 0), parse_job(value, f"journal {key}"))
         except Exception as exc:  # a record we cannot read: say so, keep the rest
             log.error("journal record %s unreadable (%s): skipped", key, exc)

@@ -8,6 +8,8 @@ from typing import Any
 
 @dataclass(slots=True, eq=False)
 class WorkerConn:
+    """One worker's current connection."""
+
     identity: bytes  # the ZeroMQ routing id of the worker's current socket (fresh per connection)
     name: str  # stable worker name (survives reconnects)
     host: str
@@ -29,6 +31,8 @@ class WorkerConn:
 
 
 class WorkerRegistry:
+    """The connected workers, by socket identity and by name, and who is due a heartbeat or silent too long."""
+
     def __init__(self, interval: float, liveness: int):
         self.interval = interval
         self.liveness = liveness
@@ -55,10 +59,13 @@ class WorkerRegistry:
             conn.last_seen = now
         return conn
 
+    def alive(self, conn: WorkerConn, now: float) -> bool:
+        """Whether ``conn`` was heard from within the liveness window."""
+        return now - conn.last_seen <= self.interval * self.liveness
+
     def expired(self, now: float) -> list[WorkerConn]:
         """Workers silent for longer than interval x liveness."""
-        limit = self.interval * self.liveness
-        return [c for c in self.by_identity.values() if now - c.last_seen > limit]
+        return [c for c in self.by_identity.values() if not self.alive(c, now)]
 
     def due_heartbeat(self, now: float) -> list[WorkerConn]:
         return [c for c in self.by_identity.values() if now - c.last_sent >= self.interval]

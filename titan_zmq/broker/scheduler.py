@@ -6,6 +6,14 @@ actions the broker must carry out: journal a record, send a job to a worker, kil
 attempt, announce a finished run.  The broker loop journals first, then sends, then replies,
 so nothing is acknowledged before it is durable.  Time is always passed in (``now``), which
 keeps every rule testable without sockets or sleeps.
+
+The rule: **state changes only through the event methods** (``submit``, ``add_jobs``,
+``register_worker``, ``job_started``, ``job_finished``, ``cancel``, ``tick``...).  The broker and
+its handlers read through the query methods (``run``, ``job``, ``recent_runs``, ``running_on``...)
+and never write a record or read ``runs`` directly; each check the scheduler makes lives here once
+(``check_new_jobs`` is the one DAG check for added jobs, called before their specs are stored).
+Ready queues and the dispatch choice are in :mod:`titan_zmq.broker.dispatch`; gates, services and
+schedules get modules of their own, with the scheduler delegating.
 """
 
 from __future__ import annotations
@@ -14,9 +22,11 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from titan_zmq import defaults
+from titan_zmq.attempt import AttemptKey
+from titan_zmq.broker.dispatch import Entry, ReadyQueues, WorkerSlots
 from titan_zmq.broker.records import JobRecord, RunRecord
 from titan_zmq.errors import InvalidRequest, NotFound
 from titan_zmq.jobspec import JobSpec, validate_dag
@@ -35,18 +45,26 @@ class Journal:
 
 @dataclass(frozen=True, slots=True)
 class Dispatch:
+    """Send this attempt to this worker."""
+
     worker: str
-    run_id: str
-    job_id: str
-    attempt: int
+    key: AttemptKey
+
+    @property
+    def run_id(self) -> str:
+        return self.key.run_id
 
 
 @dataclass(frozen=True, slots=True)
 class Kill:
+    """Kill this attempt's process group on this worker."""
+
     worker: str
-    run_id: str
-    job_id: str
-    attempt: int
+    key: AttemptKey
+
+    @property
+    def run_id(self) -> str:
+        return self.key.run_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,34 +76,19 @@ class RunFinished:
 Action = Journal | Dispatch | Kill | RunFinished
 
 
-@dataclass(slots=True)
-class WorkerSlots:
-    """What the scheduler knows of a worker: what it can run and what it is running."""
-
-    name: str
-    caps: frozenset[str]
-    slots: int
-    order: int  # registration order, the tie-break among equally loaded workers
-    running: set[tuple[str, str, int]] = field(default_factory=set)  # (run, job, attempt)
-    finishing: set[tuple[str, str, int]] = field(default_factory=set)  # over, outcome not yet received
-
-    @property
-    def free(self) -> int:
-        return self.slots - len(self.running)
-
-
 def backoff(failures: int, base: float = defaults.RETRY_BACKOFF, cap: float = defaults.RETRY_BACKOFF_MAX) -> float:
     """Seconds to wait before the retry that follows the ``failures``-th failure."""
     return float(min(cap, base * (2 ** max(0, failures - 1))))
 
 
 class Scheduler:
+    """Runs, jobs and workers as the broker knows them; every decision about them (see the module doc)."""
+
     def __init__(self, retry_backoff: float = defaults.RETRY_BACKOFF):
         self.retry_backoff = retry_backoff
-        self.runs: dict[str, RunRecord] = {}
+        self.runs: dict[str, RunRecord] = {}  # in submission order
         self.workers: dict[str, WorkerSlots] = {}
-        self.queues: dict[str, list[tuple[int, int, str, str]]] = {}  # capability -> heap
-        self.pinned: dict[str, list[tuple[int, int, str, str]]] = {}  # worker -> heap (affinity)
+        self.ready = ReadyQueues(self._is_queued_entry)
         self.timers: list[tuple[float, int, str, str]] = []  # (due_at, seq, run, job) heap
         self._seq = itertools.count(1)
         self._worker_order = itertools.count(1)
@@ -106,11 +109,64 @@ class Scheduler:
         except KeyError:
             raise NotFound(f"run {run_id!r} has no job {job_id!r}") from None
 
+    def find_run(self, run_id: str) -> RunRecord | None:
+        return self.runs.get(run_id)
+
+    def has_job(self, run_id: str, job_id: str) -> bool:
+        run = self.runs.get(run_id)
+        return run is not None and job_id in run.jobs
+
+    def newest_run(self) -> RunRecord:
+        if not self.runs:
+            raise NotFound("no runs yet")
+        return self.runs[next(reversed(self.runs))]
+
+    def recent_runs(self, limit: int, agent_run_id: str | None = None) -> list[RunRecord]:
+        """Newest first (without sorting every run ever seen), optionally one agent run's only."""
+        out: list[RunRecord] = []
+        for run_id in reversed(self.runs):
+            if len(out) >= limit:
+                break
+            run = self.runs[run_id]
+            if agent_run_id is None or run.agent_run_id == agent_run_id:
+                out.append(run)
+        return out
+
+    def running_on(self, worker: str) -> list[AttemptKey]:
+        """The attempts a worker holds a slot for, sorted."""
+        w = self.workers.get(worker)
+        return sorted(w.running) if w is not None else []
+
+    def current_attempt(self, worker: str, key: AttemptKey) -> JobRecord | None:
+        """The job record if ``key`` is its current, running attempt on ``worker`` (else None: overtaken)."""
+        return self._current(worker, key)
+
+    def job_counts(self) -> dict[str, int]:
+        """How many jobs of all runs are in each state."""
+        counts: dict[str, int] = {}
+        for run in self.runs.values():
+            for rec in run.jobs.values():
+                counts[rec.state.value] = counts.get(rec.state.value, 0) + 1
+        return counts
+
+    def run_counts(self) -> tuple[int, int]:
+        """(runs known, runs still running)."""
+        return len(self.runs), sum(1 for r in self.runs.values() if not r.state.terminal)
+
     def next_due(self) -> float | None:
         return self.timers[0][0] if self.timers else None
 
     def queued_count(self) -> int:
         return sum(1 for r in self.runs.values() for j in r.jobs.values() if j.state is JobState.QUEUED)
+
+    def check_new_jobs(self, run_id: str, jobs: list[JobSpec]) -> RunRecord:
+        """The one check of jobs added to a running run (call before storing them): the run exists
+        and is not finished, and the jobs form a valid DAG with the run's existing jobs."""
+        run = self.run(run_id)
+        if run.state.terminal:
+            raise InvalidRequest(f"run {run_id!r} already finished ({run.state.value}); cannot add jobs")
+        validate_dag(jobs, existing=set(run.jobs))
+        return run
 
     # ---- events ----------------------------------------------------------------------------
 
@@ -128,17 +184,14 @@ class Scheduler:
         return self._flush(now)
 
     def add_jobs(self, run_id: str, jobs: list[JobSpec], now: float) -> list[Action]:
-        """Jobs added to a run while it executes (for example by one of its own jobs)."""
-        run = self.run(run_id)
-        if run.state.terminal:
-            raise InvalidRequest(f"run {run_id!r} already finished ({run.state.value}); cannot add jobs")
-        validate_dag(jobs, existing=set(run.jobs))
-        self._add(run, jobs, now)
+        """Jobs added to a run while it executes (for example by one of its own jobs), already
+        accepted by :meth:`check_new_jobs`."""
+        self._add(self.run(run_id), jobs, now)
         return self._flush(now)
 
     def register_worker(
         self, name: str, caps: Iterable[str], slots: int, now: float,
-        running: Iterable[tuple[str, str, int]] = (), done: Iterable[tuple[str, str, int]] = (),
+        running: Iterable[AttemptKey] = (), done: Iterable[AttemptKey] = (),
     ) -> list[Action]:
         """A worker (re)registered, reporting the attempts it runs and those it finished but whose
         outcome the broker has not acknowledged.  Running attempts the broker still wants are adopted;
@@ -150,29 +203,28 @@ class Scheduler:
             self._unpin(name)  # its capabilities may have changed
         w = WorkerSlots(name=name, caps=frozenset(caps), slots=max(1, int(slots)), order=next(self._worker_order))
         self.workers[name] = w
-        self.pinned.setdefault(name, [])
-        running, done = list(running), list(done)
+        self.ready.add_worker(name)
+        running, done = [AttemptKey(*k) for k in running], [AttemptKey(*k) for k in done]
         reported = set(running)
         known = reported | set(done)
-        for run_id, job_id, attempt in running:
-            rec = self.runs.get(run_id, RunRecord.missing()).jobs.get(job_id)
-            wanted = rec is not None and rec.state is JobState.RUNNING and rec.attempts == attempt
-            if wanted and rec is not None and rec.worker in (None, name) and w.free > 0:
+        for key in running:
+            rec = self._live(key, name)
+            if rec is not None and w.free > 0:
                 rec.worker = name
-                w.running.add((run_id, job_id, attempt))
-                self._emit(Journal(run_id, job_id))
+                w.running.add(key)
+                self._emit(Journal(key.run_id, key.job_id))
             else:
-                self._emit(Kill(name, run_id, job_id, attempt))
-        for run_id, job_id, attempt in done:  # its outcome is on the way (the process is over: no slot)
-            rec = self.runs.get(run_id, RunRecord.missing()).jobs.get(job_id)
-            if rec is not None and rec.state is JobState.RUNNING and rec.attempts == attempt and rec.worker in (None, name):
+                self._emit(Kill(name, key))
+        for key in done:  # its outcome is on the way (the process is over: no slot)
+            rec = self._live(key, name)
+            if rec is not None:
                 rec.worker = name
-                w.finishing.add((run_id, job_id, attempt))
+                w.finishing.add(key)
         for run in self.runs.values():
             if run.state.terminal:
                 continue
             for rec in run.jobs.values():
-                key = (run.run_id, rec.spec.id, rec.attempts)
+                key = AttemptKey(run.run_id, rec.spec.id, rec.attempts)
                 if rec.state is JobState.RUNNING and rec.worker == name and (
                         key not in known or (key in reported and key not in w.running)):
                     rec.worker = None
@@ -219,15 +271,15 @@ class Scheduler:
                     self._enqueue(run, rec, now)
         return self._flush(now)
 
-    def dispatch_failed(self, name: str, run_id: str, job_id: str, attempt: int, now: float) -> list[Action]:
+    def dispatch_failed(self, name: str, key: AttemptKey, now: float) -> list[Action]:
         """A dispatch could not be sent: the attempt goes back to the queue (the next is attempt + 1)."""
-        rec = self._current(name, run_id, job_id, attempt)
+        rec = self._current(name, key)
         w = self.workers.get(name)
         if w is not None:
-            w.running.discard((run_id, job_id, attempt))
+            w.running.discard(key)
         if rec is not None:
             rec.worker = None
-            self._enqueue(self.runs[run_id], rec, now)
+            self._enqueue(self.runs[key.run_id], rec, now)
         return self._flush(now)
 
     def discard_run(self, run_id: str) -> None:
@@ -243,24 +295,25 @@ class Scheduler:
             self._drop_worker(name, now)
         return self._flush(now)
 
-    def job_started(self, name: str, run_id: str, job_id: str, attempt: int, now: float) -> list[Action]:
-        rec = self._current(name, run_id, job_id, attempt)
+    def job_started(self, name: str, key: AttemptKey, now: float) -> list[Action]:
+        """An attempt's process started at ``now`` (its slot was taken at dispatch)."""
+        rec = self._current(name, key)
         if rec is not None and rec.started_at is None:
             rec.started_at = now  # journaled with the attempt's next transition: not worth a write alone
         return self._flush(now)
 
     def job_finished(
-        self, name: str, run_id: str, job_id: str, attempt: int, exit_code: int, now: float, error: str | None = None
+        self, name: str, key: AttemptKey, exit_code: int, now: float, error: str | None = None
     ) -> list[Action]:
         """An attempt ended. Results of stale attempts (cancelled, re-queued) only free the slot."""
         w = self.workers.get(name)
         if w is not None:
-            w.running.discard((run_id, job_id, attempt))
-            w.finishing.discard((run_id, job_id, attempt))
-        rec = self._current(name, run_id, job_id, attempt)
+            w.running.discard(key)
+            w.finishing.discard(key)
+        rec = self._current(name, key)
         if rec is None:
             return self._flush(now)
-        run = self.runs[run_id]
+        run = self.runs[key.run_id]
         rec.exit_code = exit_code
         rec.finished_at = now
         rec.error = error
@@ -354,58 +407,35 @@ class Scheduler:
 
     def _enqueue(self, run: RunRecord, rec: JobRecord, now: float) -> None:
         rec.queue_seq = next(self._seq)
-        entry = (-rec.spec.priority, rec.queue_seq, run.run_id, rec.spec.id)
-        target = self._affinity_worker(run, rec)
-        if target is not None:
-            heapq.heappush(self.pinned[target], entry)
-        else:
-            heapq.heappush(self.queues.setdefault(rec.spec.requirement, []), entry)
+        entry: Entry = (-rec.spec.priority, rec.queue_seq, run.run_id, rec.spec.id)
+        self.ready.push(entry, rec.spec.requirement, self._affinity_worker(run, rec))
         self._set(run, rec, JobState.QUEUED, now)
 
     def _affinity_worker(self, run: RunRecord, rec: JobRecord) -> str | None:
         """With affinity, the worker that ran the first parent, if it is still here and capable."""
-        if not rec.spec.affinity:
-            return None
-        if not rec.spec.depends_on:
+        if not rec.spec.affinity or not rec.spec.depends_on:
             return None
         name = run.jobs[rec.spec.depends_on[0]].worker
         w = self.workers.get(name) if name else None
         return name if w is not None and rec.spec.requirement in w.caps else None
 
-    def _is_queued_entry(self, entry: tuple[int, int, str, str]) -> bool:
+    def _is_queued_entry(self, entry: Entry) -> bool:
         _, qseq, run_id, job_id = entry
         run = self.runs.get(run_id)
         rec = run.jobs.get(job_id) if run else None
         return rec is not None and rec.state is JobState.QUEUED and rec.queue_seq == qseq
 
-    def _head(self, heap: list[tuple[int, int, str, str]]) -> tuple[int, int, str, str] | None:
-        while heap and not self._is_queued_entry(heap[0]):
-            heapq.heappop(heap)
-        return heap[0] if heap else None
+    def _requirement(self, entry: Entry) -> str:
+        return self.runs[entry[2]].jobs[entry[3]].spec.requirement
 
     def _dispatch(self, now: float) -> None:
-        """Least-connection dispatch: the best queued job goes to the least busy capable worker."""
+        """Fill every free slot with the best queued job it can take (see :mod:`.dispatch`)."""
         while True:
             free = [w for w in self.workers.values() if w.free > 0]
-            if not free:
+            picked = self.ready.pop_next(free) if free else None
+            if picked is None:
                 return
-            best: tuple[tuple[int, int, str, str], list, WorkerSlots] | None = None
-            for w in free:
-                head = self._head(self.pinned[w.name])
-                if head is not None and (best is None or head < best[0]):
-                    best = (head, self.pinned[w.name], w)
-            for cap, heap in self.queues.items():
-                capable = [w for w in free if cap in w.caps]
-                if not capable:
-                    continue
-                head = self._head(heap)
-                if head is not None and (best is None or head < best[0]):
-                    target = min(capable, key=lambda w: (len(w.running), w.order))
-                    best = (head, heap, target)
-            if best is None:
-                return
-            entry, heap, w = best
-            heapq.heappop(heap)
+            entry, w = picked
             self._assign(entry[2], entry[3], w, now)
 
     def _assign(self, run_id: str, job_id: str, w: WorkerSlots, now: float) -> None:
@@ -417,37 +447,42 @@ class Scheduler:
         rec.started_at = None
         rec.finished_at = None
         rec.exit_code = None
-        w.running.add((run_id, job_id, rec.attempts))
+        key = AttemptKey(run_id, job_id, rec.attempts)
+        w.running.add(key)
         self._set(run, rec, JobState.RUNNING, now)
-        self._emit(Dispatch(w.name, run_id, job_id, rec.attempts))
+        self._emit(Dispatch(w.name, key))
 
-    def _current(self, name: str, run_id: str, job_id: str, attempt: int) -> JobRecord | None:
-        """The job record if this report is about its current, running attempt on that worker."""
-        run = self.runs.get(run_id)
-        rec = run.jobs.get(job_id) if run else None
-        if rec is None or rec.state is not JobState.RUNNING or rec.attempts != attempt or rec.worker != name:
+    def _live(self, key: AttemptKey, name: str) -> JobRecord | None:
+        """The job record if ``key`` is its running attempt, held by ``name`` or by no worker yet
+        (a worker re-registering after a broker restart reports what it still runs)."""
+        run = self.runs.get(key.run_id)
+        rec = run.jobs.get(key.job_id) if run else None
+        if rec is None or rec.state is not JobState.RUNNING or rec.attempts != key.attempt:
             return None
-        return rec
+        return rec if rec.worker in (None, name) else None
+
+    def _current(self, name: str, key: AttemptKey) -> JobRecord | None:
+        """The job record if this report is about its current, running attempt on that worker."""
+        rec = self._live(key, name)
+        return rec if rec is not None and rec.worker == name else None
 
     def _drop_worker(self, name: str, now: float) -> None:
         w = self.workers.pop(name)
         self._unpin(name)
-        for run_id, job_id, attempt in w.running | w.finishing:
-            rec = self._current(name, run_id, job_id, attempt)
+        for key in w.running | w.finishing:
+            rec = self._current(name, key)
             if rec is not None:
                 rec.worker = None
-                self._enqueue(self.runs[run_id], rec, now)
+                self._enqueue(self.runs[key.run_id], rec, now)
 
     def _unpin(self, name: str) -> None:
         """Jobs waiting for this worker (affinity) fall back to any capable worker."""
-        for entry in self.pinned.pop(name, []):
-            if self._is_queued_entry(entry):
-                heapq.heappush(self.queues.setdefault(self.runs[entry[2]].jobs[entry[3]].spec.requirement, []), entry)
+        self.ready.unpin(name, self._requirement)
 
     def _stop(self, run: RunRecord, rec: JobRecord, state: JobState, now: float) -> None:
         """End a job now; a running attempt is killed (its slot frees when the worker reports)."""
         if rec.state is JobState.RUNNING and rec.worker is not None:
-            self._emit(Kill(rec.worker, run.run_id, rec.spec.id, rec.attempts))
+            self._emit(Kill(rec.worker, AttemptKey(run.run_id, rec.spec.id, rec.attempts)))
         rec.due_at = None
         rec.finished_at = rec.finished_at or now
         self._set(run, rec, state, now)

@@ -1,44 +1,46 @@
 """The broker: a ROUTER for clients and workers, a PUB for logs and events, a REQ link to the store.
 
 The loop only moves frames, timers and journal writes; every scheduling decision is the
-scheduler's.  Order of effects for anything that changes state: the scheduler decides, the
-changed records are journaled to the store (group commit: one batch per loop iteration, or at
-once for a client's change, which is replied to only after it), and only then are dispatches,
-kills and acknowledgements sent.
+scheduler's (:mod:`.scheduler`), every journal write and what waits for it is the group
+commit's (:mod:`.commit`), and requests are handled by the client API (:mod:`.api`) and the
+worker link (:mod:`.worker_link`), each given only the parts it needs.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import zmq
 
-from titan_zmq import defaults
-from titan_zmq.broker import journal, recovery
+from titan_zmq import defaults, events
+from titan_zmq.broker import recovery
 from titan_zmq.broker.api import ClientApi
-from titan_zmq.broker.events import EventPublisher
+from titan_zmq.broker.blobs import BlobCache
+from titan_zmq.broker.commit import GroupCommit
 from titan_zmq.broker.logs import LogStore
-from titan_zmq.broker.registry import WorkerConn, WorkerRegistry
-from titan_zmq.broker.scheduler import Action, Dispatch, Journal, Kill, RunFinished, Scheduler
+from titan_zmq.broker.publisher import EventPublisher
+from titan_zmq.broker.registry import WorkerRegistry
+from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.broker.worker_link import WorkerLink
-from titan_zmq.errors import StoreUnavailable, TitanError
-from titan_zmq.protocol import ErrorCode, Flag, Message, Op, ProtocolError, decode, encode, error, error_for
+from titan_zmq.errors import ErrorCode, ProtocolError, StoreUnavailable, TitanError
+from titan_zmq.protocol import Handler, Op, decode, encode, error, error_for
 from titan_zmq.states import JobState
 from titan_zmq.store.client import StoreClient
 
-log = logging.getLogger("titan.broker")
+log = logging.getLogger(__name__)
 
-Handler = Callable[[bytes, Message], bytes | None]
 DRAIN_BATCH = 2000  # messages handled per loop iteration before the journal is flushed
 RECOVERY_TIMEOUT = 120.0  # seconds the store may take to answer one run's journal at start-up
 
 
 class Broker:
+    """One broker process: owns the sockets, the loop and the timers, and wires the parts together."""
+
     def __init__(
         self,
         bind: str = defaults.BROKER_ADDR,
@@ -67,20 +69,19 @@ class Broker:
         self.registry = WorkerRegistry(heartbeat_interval, liveness)
         self.logs = LogStore(self.data_dir / "logs")
         self.interval = heartbeat_interval
-        self.dirty: set[tuple[str, str | None]] = set()  # records changed since the last commit
-        self.tombstones: list[list[Any]] = []  # deletions of a refused submission's keys, sent first
-        self.held: list[Action] = []  # dispatches and kills that wait for the commit
-        self.held_acks: dict[bytes, list[list[Any]]] = {}  # worker identity -> outcomes to acknowledge after it
-        self.store_ok = True
-        self._next_probe = 0.0
         self.unclaimed_deadline: float | None = None  # after a restore: when unreported RUNNING jobs re-queue
         self.running = True
         self.started_at = time.time()
         self.counters = {"bad_frames": 0, "requests": 0, "dispatched": 0, "store_errors": 0,
                          "journal_batches": 0, "journal_records": 0}
         self._last_tick = 0.0
-        self.api = ClientApi(self)
-        self.link = WorkerLink(self)
+        blobs = BlobCache(self.store)
+        self.journal = GroupCommit(self.store, self.sched, self.events, self.counters, self.send,
+                                   deliver=lambda action: self.link.deliver(action))
+        self.link = WorkerLink(self.sched, self.registry, self.journal, self.logs, self.events, blobs, self.send,
+                               self.counters, hello=lambda: {"pub": self.pub_addr, "store": self.store.addr})
+        self.api = ClientApi(self.sched, self.registry, self.journal, self.store, self.logs, blobs,
+                             stats=self.stats, stop=self.stop)
         self.handlers: dict[Op, Handler] = {**self.api.handlers(), **self.link.handlers()}
 
     # ---- loop ------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ class Broker:
                     if self.router in ready:
                         self._drain()
                     self._timers(time.time())
-                    self.commit()
+                    self.journal.commit()
                 except zmq.ContextTerminated:
                     raise
                 except Exception:  # a bug must not take the whole cluster down: say it loudly, go on
@@ -128,7 +129,7 @@ class Broker:
         if runs is None:
             return
         now = time.time()
-        self.apply(self.sched.restore(runs, now))
+        self.journal.apply(self.sched.restore(runs, now))
         running = sum(1 for r in runs for j in r.jobs.values() if j.state is JobState.RUNNING)
         if running:
             self.unclaimed_deadline = now + defaults.RESTORE_GRACE
@@ -184,127 +185,26 @@ class Broker:
         due = self.sched.next_due()
         if due is not None:
             wake = min(wake, due)
-        if self.dirty or self.held or self.held_acks:
+        if self.journal.pending:
             wake = min(wake, now + defaults.STORE_RETRY_INTERVAL)
         return max(0, int((wake - now) * 1000) + 1)
 
     def _timers(self, now: float) -> None:
-        self.apply(self.sched.tick(now))
+        self.journal.apply(self.sched.tick(now))
         if self.unclaimed_deadline is not None and now >= self.unclaimed_deadline:
             self.unclaimed_deadline = None
-            self.apply(self.sched.requeue_unclaimed(now))
+            self.journal.apply(self.sched.requeue_unclaimed(now))
         for conn in self.registry.expired(now):
             log.warning("worker %s silent for %.1fs: lost", conn.name, now - conn.last_seen)
-            self.lose_worker(conn, now)
+            self.link.lose(conn, now)
         for conn in self.registry.due_heartbeat(now):
             self.send(conn.identity, encode(Op.HEARTBEAT, {}))
         if now - self._last_tick >= self.interval:
             self._last_tick = now
-            self.publish("hb/", {"time": now, "workers": len(self.registry)})
+            tick: events.HeartbeatEvent = {"time": now, "workers": len(self.registry)}
+            self.events.publish(events.HEARTBEAT, dict(tick))
 
     # ---- effects ---------------------------------------------------------------------------
-
-    def apply(self, actions: list[Action]) -> None:
-        """Take the scheduler's actions: journal entries now, sends after the next commit."""
-        for action in actions:
-            if isinstance(action, Journal):
-                self.dirty.add((action.run_id, action.job_id))
-            elif isinstance(action, RunFinished):
-                log.info("run %s %s", action.run_id, action.state.value)
-            else:
-                self.held.append(action)
-
-    def ack_after_commit(self, identity: bytes, attempt: list[Any]) -> None:
-        """Acknowledge a worker's outcome ``[run_id, job_id, attempt]`` once it is journaled; the
-        outcomes of one commit go to each worker in one ACK."""
-        self.held_acks.setdefault(identity, []).append(attempt)
-
-    def store_available(self) -> bool:
-        """Whether the store can take writes; while it is down, probe it at most once a second."""
-        if self.store_ok:
-            return True
-        now = time.time()
-        if now < self._next_probe:
-            return False
-        self._next_probe = now + defaults.STORE_RETRY_INTERVAL
-        try:
-            self.store.ping(timeout=defaults.STORE_PROBE_TIMEOUT)
-        except StoreUnavailable:
-            return False
-        log.info("store is back: catching up %d records", len(self.dirty))
-        self.store_ok = True
-        return True
-
-    def store_down(self) -> None:
-        self.store_ok = False
-        self._next_probe = time.time() + defaults.STORE_RETRY_INTERVAL
-        self.counters["store_errors"] += 1
-
-    def commit(self, extra_ops: list[list[Any]] | None = None) -> bool:
-        """Journal every dirty record (and ``extra_ops``) in one store batch, then publish and send
-        what waited.
-
-        While the store is down nothing is sent that depends on the journal (dispatches, kills,
-        completion acknowledgements): it all waits, and goes out once the store took the batch.
-        """
-        if self.dirty or extra_ops or self.tombstones:
-            if not self.store_available():
-                return False
-            dirty, self.dirty = self.dirty, set()
-            ops = self.tombstones + (extra_ops or []) + journal.state_ops(self.sched.runs, dirty)
-            try:
-                if ops:
-                    self.store.batch(ops)
-                    self.counters["journal_batches"] += 1
-                    self.counters["journal_records"] += len(ops)
-            except StoreUnavailable:
-                self.dirty |= dirty
-                log.error("store unavailable: holding %d records and %d sends", len(self.dirty), len(self.held))
-                self.store_down()
-                return False
-            self.tombstones = []
-            self._publish_changes(dirty)
-        held, self.held = self.held, []
-        for item in held:
-            if isinstance(item, Dispatch):
-                self.link.send_dispatch(item)
-            elif isinstance(item, Kill):
-                self.link.send_kill(item)
-        acks, self.held_acks = self.held_acks, {}
-        for identity, done in acks.items():
-            self.send(identity, encode(Op.ACK, {"acks": done}, Flag.REPLY))
-        return True
-
-    def forget_run(self, run_id: str) -> None:
-        """Undo a submission the store did not take: no trace of it stays, nothing of it is sent.
-
-        The store may have applied the batch after all (a reply lost to a timeout), so deletions of
-        every key it could have written go first in the next batch.
-        """
-        run = self.sched.runs.get(run_id)
-        jobs = list(run.jobs) if run else []
-        self.tombstones += [["del", journal.run_key(run_id)]] + [
-            ["del", key(run_id, j)] for j in jobs for key in (journal.spec_key, journal.job_key)]
-        self.sched.discard_run(run_id)
-        self.dirty = {d for d in self.dirty if d[0] != run_id}
-        self.held = [h for h in self.held if not (isinstance(h, (Dispatch, Kill)) and h.run_id == run_id)]
-
-    def _publish_changes(self, dirty: set[tuple[str, str | None]]) -> None:
-        if not self.events.prefixes:
-            return
-        for run_id, job_id in dirty:
-            run = self.sched.runs.get(run_id)
-            if run is None:
-                continue
-            if job_id is None:
-                self.publish(f"run/{run_id}/", run.meta())
-            elif job_id in run.jobs and self.events.wanted(f"job/{run_id}/"):
-                rec = run.jobs[job_id]
-                self.publish(
-                    f"job/{run_id}/",
-                    {"run_id": run_id, "job_id": job_id, "state": rec.state.value,
-                     "attempts": rec.attempts, "worker": rec.worker},
-                )
 
     def send(self, identity: bytes, frame: bytes) -> bool:
         try:
@@ -316,24 +216,24 @@ class Broker:
             conn.last_sent = time.time()
         return True
 
-    def publish(self, topic: str, body: dict[str, Any]) -> None:
-        self.events.publish(topic, body)
-
-    def lose_worker(self, conn: WorkerConn, now: float) -> None:
-        self.registry.remove(conn)
-        if conn.name not in self.registry.by_name:
-            self.apply(self.sched.worker_lost(conn.name, now))
-
-    def new_run_id(self, name: str) -> str:
-        slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40].strip("-") or "run"
-        return f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    def stats(self) -> dict[str, Any]:
+        """The broker's figures (``titan stats``)."""
+        states = self.sched.job_counts()
+        runs, active = self.sched.run_counts()
+        return {
+            "workers": len(self.registry), "runs": runs, "runs_running": active,
+            "jobs": states, "queued": states.get(JobState.QUEUED.value, 0),
+            "running": states.get(JobState.RUNNING.value, 0), "store_ok": self.journal.store_ok,
+            "uptime": time.time() - self.started_at, "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
+            "pub": self.pub_addr, **self.counters,
+        }
 
     def stop(self) -> None:
         self.running = False
 
     def close(self) -> None:
         try:
-            self.commit()
+            self.journal.commit()
         except Exception:  # closing must not raise
             log.exception("final commit failed")
         self.logs.close()

@@ -4,42 +4,44 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from titan_zmq import defaults
-from titan_zmq.broker import journal
-from titan_zmq.broker.registry import WorkerConn
-from titan_zmq.broker.scheduler import Dispatch, Kill
-from titan_zmq.errors import InvalidRequest, StoreUnavailable
-from titan_zmq.protocol import BadField, ErrorCode, Message, Op, body_field, encode, error, reply
-from titan_zmq.states import JobState
+from titan_zmq import defaults, events
+from titan_zmq.attempt import AttemptKey, attempts_from_wire
+from titan_zmq.broker.blobs import BlobCache
+from titan_zmq.broker.commit import GroupCommit, Send
+from titan_zmq.broker.logs import LogStore
+from titan_zmq.broker.publisher import EventPublisher
+from titan_zmq.broker.registry import WorkerConn, WorkerRegistry
+from titan_zmq.broker.scheduler import Dispatch, Kill, Scheduler
+from titan_zmq.capabilities import normalise
+from titan_zmq.errors import ErrorCode, InvalidRequest
+from titan_zmq.protocol import Handler, Message, Op, encode, error, reply
 
-if TYPE_CHECKING:
-    from titan_zmq.broker.server import Broker, Handler
-
-log = logging.getLogger("titan.broker")
-BLOB_CACHE = 8  # project archives kept in broker memory for dispatch
-
-
-def field(msg: Message, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-    """A body field of the right type, or InvalidRequest naming the op and the field."""
-    try:
-        return body_field(msg.body, name, kind, default)
-    except BadField as exc:
-        raise InvalidRequest(f"{msg.op.name}: {exc}") from None
-
-
-def _attempts(items: list[Any]) -> list[tuple[str, str, int]]:
-    """[[run_id, job_id, attempt], ...] from a worker, malformed entries dropped."""
-    return [(str(r[0]), str(r[1]), int(r[2])) for r in items
-            if isinstance(r, list) and len(r) == 3 and isinstance(r[2], int)]
+log = logging.getLogger(__name__)
 
 
 class WorkerLink:
-    def __init__(self, broker: Broker):
-        self.b = broker
-        self._blobs: OrderedDict[str, bytes] = OrderedDict()
+    """Handles the messages workers send and sends them their attempts.
+
+    It touches only what a worker link needs: the scheduler's worker and attempt events, the
+    worker registry, the group commit (actions, acknowledgements after the journal), the log
+    store, the event publisher and the project archives.
+    """
+
+    def __init__(self, sched: Scheduler, registry: WorkerRegistry, journal: GroupCommit, logs: LogStore,
+                 publisher: EventPublisher, blobs: BlobCache, send: Send, counters: dict[str, int],
+                 hello: Callable[[], dict[str, Any]]):
+        self.sched = sched
+        self.registry = registry
+        self.journal = journal
+        self.logs = logs
+        self.publisher = publisher
+        self.blobs = blobs
+        self.send = send
+        self.counters = counters
+        self.hello = hello  # what an unknown peer's ping is told: the PUB and store addresses
 
     def handlers(self) -> dict[Op, Handler]:
         return {
@@ -53,133 +55,114 @@ class WorkerLink:
 
     def on_register(self, identity: bytes, msg: Message) -> bytes:
         now = time.time()
-        caps = field(msg, "caps", list, [defaults.CAPABILITY])
-        running = field(msg, "running", list, [])
+        caps = msg.field("caps", list, [defaults.CAPABILITY])
         conn = WorkerConn(
-            identity=identity, name=field(msg, "name", str), host=field(msg, "host", str, "?"),
-            pid=field(msg, "pid", int, 0), caps=[str(c) for c in caps], slots=max(1, field(msg, "slots", int, defaults.SLOTS)),
+            identity=identity, name=msg.field("name", str), host=msg.field("host", str, "?"),
+            pid=msg.field("pid", int, 0), caps=normalise(str(c) for c in caps),
+            slots=max(1, msg.field("slots", int, defaults.SLOTS)),
             permanent=bool(msg.body.get("permanent", False)), registered_at=now, last_seen=now,
         )
-        old = self.b.registry.by_name.get(conn.name)
-        if (old is not None and (old.host, old.pid) != (conn.host, conn.pid)
-                and now - old.last_seen <= self.b.interval * self.b.registry.liveness):
+        old = self.registry.by_name.get(conn.name)
+        if old is not None and (old.host, old.pid) != (conn.host, conn.pid) and self.registry.alive(old, now):
             # another live process under the same name: taking over would re-queue its jobs under it
             raise InvalidRequest(f"a worker named {conn.name!r} is already registered from {old.host} pid {old.pid};"
                                  " worker names must be unique (--name / TITAN_WORKER_NAME)")
-        if self.b.registry.add(conn) is not None:
+        if self.registry.add(conn) is not None:
             log.info("worker %s reconnected (new socket)", conn.name)
-        self.b.apply(self.b.sched.register_worker(
-            conn.name, conn.caps, conn.slots, now, _attempts(running), _attempts(field(msg, "done", list, []))))
+        self.journal.apply(self.sched.register_worker(
+            conn.name, conn.caps, conn.slots, now,
+            attempts_from_wire(msg.field("running", list, [])), attempts_from_wire(msg.field("done", list, []))))
         log.info("worker %s registered: host=%s caps=%s slots=%d", conn.name, conn.host, conn.caps, conn.slots)
-        return reply(msg, {"name": conn.name, "interval": self.b.interval, "liveness": self.b.registry.liveness})
+        return reply(msg, {"name": conn.name, "interval": self.registry.interval, "liveness": self.registry.liveness})
 
     def on_heartbeat(self, identity: bytes, msg: Message) -> bytes | None:
-        conn = self.b.registry.seen(identity, time.time())
-        if conn is not None:
+        if self.registry.seen(identity, time.time()) is not None:
             return None
         # a client ping, or a worker the broker does not know (it restarted): say so
-        return reply(msg, {"registered": False, "pub": self.b.pub_addr, "store": self.b.store.addr}, Op.HEARTBEAT)
+        return reply(msg, {"registered": False, **self.hello()}, Op.HEARTBEAT)
 
+    def _worker(self, identity: bytes) -> WorkerConn | None:
+        return self.registry.seen(identity, time.time())
 
     def on_started(self, identity: bytes, msg: Message) -> bytes | None:
-        conn = self.b.registry.seen(identity, time.time())
+        conn = self._worker(identity)
         if conn is None:
             return error(ErrorCode.UNREGISTERED, "worker is not registered; register again", msg.rid)
-        now = time.time()
-        started = now - max(0.0, float(msg.body.get("ran_for") or 0.0))  # the broker's clock, the worker's duration
-        self.b.apply(self.b.sched.job_started(
-            conn.name, field(msg, "run_id", str), field(msg, "job_id", str), field(msg, "attempt", int), started
-        ))
+        # the broker's clock, the worker's duration
+        started = time.time() - max(0.0, float(msg.body.get("ran_for") or 0.0))
+        self.journal.apply(self.sched.job_started(conn.name, AttemptKey.of(msg), started))
         return None
 
     def on_complete(self, identity: bytes, msg: Message) -> bytes | None:
-        conn = self.b.registry.seen(identity, time.time())
+        conn = self._worker(identity)
         if conn is None:
             return error(ErrorCode.UNREGISTERED, "worker is not registered; register again", msg.rid)
-        run_id, job_id, attempt = field(msg, "run_id", str), field(msg, "job_id", str), field(msg, "attempt", int)
+        key = AttemptKey.of(msg)
+        exit_code = msg.field("exit_code", int)
         now = time.time()
         ran_for = msg.body.get("ran_for")
         if isinstance(ran_for, (int, float)):  # a short job's start is told only here
-            self.b.apply(self.b.sched.job_started(conn.name, run_id, job_id, attempt, now - max(0.0, float(ran_for))))
-        actions = self.b.sched.job_finished(
-            conn.name, run_id, job_id, attempt, field(msg, "exit_code", int),
-            time.time(), msg.body.get("error"),
-        )
-        self.b.apply(actions)
+            self.journal.apply(self.sched.job_started(conn.name, key, now - max(0.0, float(ran_for))))
+        self.journal.apply(self.sched.job_finished(conn.name, key, exit_code, now, msg.body.get("error")))
         # acknowledged only once the outcome is journaled: until then the worker keeps it in its outbox
-        self.b.ack_after_commit(identity, [run_id, job_id, attempt])
+        self.journal.ack_after_commit(identity, key)
         return None
 
     def on_log_batch(self, identity: bytes, msg: Message) -> bytes | None:
-        self.b.registry.seen(identity, time.time())
-        run_id, job_id = field(msg, "run_id", str), field(msg, "job_id", str)
-        lines = field(msg, "lines", list)
-        if run_id not in self.b.sched.runs or job_id not in self.b.sched.runs[run_id].jobs:
+        self._worker(identity)
+        key = AttemptKey.of(msg)
+        lines = msg.field("lines", list)
+        if not self.sched.has_job(key.run_id, key.job_id):
             return None  # output of a job this broker does not know: nothing to attach it to
-        records = self.b.logs.append(
-            run_id, job_id, field(msg, "attempt", int), field(msg, "seq", int),
-            [[str(s), str(t)] for s, t in lines], time.time(),
-        )
+        records = self.logs.append(key.run_id, key.job_id, key.attempt, msg.field("seq", int),
+                                   [[str(s), str(t)] for s, t in lines], time.time())
         if records:
-            self.b.publish(f"log/{run_id}/{job_id}/", {"run_id": run_id, "job_id": job_id, "lines": records})
+            event: events.LogEvent = {"run_id": key.run_id, "job_id": key.job_id, "lines": records}
+            self.publisher.publish(events.log_topic(key.run_id, key.job_id), dict(event))
         return None
 
     def on_disconnect(self, identity: bytes, msg: Message) -> bytes | None:
-        conn = self.b.registry.by_identity.get(identity)
+        conn = self.registry.by_identity.get(identity)
         if conn is not None:
             log.info("worker %s disconnected", conn.name)
-            self.b.lose_worker(conn, time.time())
+            self.lose(conn, time.time())
         return None
+
+    def lose(self, conn: WorkerConn, now: float) -> None:
+        """A worker left or fell silent: its attempts go back to the queue (unless it reconnected)."""
+        self.registry.remove(conn)
+        if conn.name not in self.registry.by_name:
+            self.journal.apply(self.sched.worker_lost(conn.name, now))
 
     # ---- sends -------------------------------------------------------------------------------
 
-    def send_dispatch(self, action: Dispatch) -> None:
-        conn = self.b.registry.by_name.get(action.worker)
+    def deliver(self, action: Dispatch | Kill) -> None:
+        """Carry out a journaled dispatch or kill."""
+        if isinstance(action, Dispatch):
+            self._dispatch(action)
+        else:
+            self._kill(action)
+
+    def _dispatch(self, action: Dispatch) -> None:
+        conn = self.registry.by_name.get(action.worker)
         if conn is None:
             return  # lost meanwhile: the scheduler already re-queued the attempt
-        run = self.b.sched.runs.get(action.run_id)
-        rec = run.jobs.get(action.job_id) if run else None
-        if (rec is None or rec.state is not JobState.RUNNING or rec.attempts != action.attempt
-                or rec.worker != action.worker):
+        rec = self.sched.current_attempt(action.worker, action.key)
+        if rec is None:
             return  # overtaken while it waited for the journal (re-queued, cancelled): never send it
-        body: dict[str, Any] = {
-            "run_id": action.run_id, "job_id": action.job_id, "attempt": action.attempt, "spec": rec.spec.to_wire(),
-        }
+        body: dict[str, Any] = {**action.key.fields(), "spec": rec.spec.to_wire()}
         project = rec.spec.project
         if project and project not in conn.blobs:
-            data = self._blob(project)
+            data = self.blobs.get(project)
             if data is not None:
                 body["project_data"] = data
                 conn.blobs.add(project)
-        if self.b.send(conn.identity, encode(Op.DISPATCH, body)):
-            self.b.counters["dispatched"] += 1
+        if self.send(conn.identity, encode(Op.DISPATCH, body)):
+            self.counters["dispatched"] += 1
         else:  # the worker's queue is full or it is gone: give the attempt back to the queue
-            self.b.apply(self.b.sched.dispatch_failed(
-                action.worker, action.run_id, action.job_id, action.attempt, time.time()))
+            self.journal.apply(self.sched.dispatch_failed(action.worker, action.key, time.time()))
 
-    def send_kill(self, action: Kill) -> None:
-        conn = self.b.registry.by_name.get(action.worker)
+    def _kill(self, action: Kill) -> None:
+        conn = self.registry.by_name.get(action.worker)
         if conn is not None:
-            self.b.send(conn.identity, encode(Op.KILL_JOB, {
-                "run_id": action.run_id, "job_id": action.job_id, "attempt": action.attempt,
-            }))
-
-    def remember_blob(self, blob_id: str, data: bytes) -> None:
-        self._blobs[blob_id] = data
-        self._blobs.move_to_end(blob_id)
-        while len(self._blobs) > BLOB_CACHE:
-            self._blobs.popitem(last=False)
-
-    def _blob(self, blob_id: str) -> bytes | None:
-        if blob_id in self._blobs:
-            return self._blobs[blob_id]
-        try:
-            data = self.b.store.get(journal.BLOB + blob_id)
-        except StoreUnavailable:
-            return None
-        if isinstance(data, bytes):
-            self.remember_blob(blob_id, data)
-            return data
-        return None
-
-
+            self.send(conn.identity, encode(Op.KILL_JOB, action.key.fields()))

@@ -1,11 +1,7 @@
-"""The titan store: a KV/set/TTL engine behind a REP socket, journaled to an append-only file."""
+"""The titan store: a KV/set/TTL engine behind a REP socket, journaled to an append-only file.
 
-from __future__ import annotations
-
-from titan_zmq.store.aof import AOF, repair
-from titan_zmq.store.client import StoreClient
-from titan_zmq.store.engine import Engine
-from titan_zmq.store.server import StoreServer
-from titan_zmq.store.service import StoreService
-
-__all__ = ["AOF", "Engine", "StoreClient", "StoreServer", "StoreService", "repair"]
+Modules: ``engine`` (the data and its ordered key index), ``aof`` (the append-only file),
+``service`` (requests in, replies out, no sockets), ``server`` (the REP loop), ``client`` (the
+blocking client other processes use; the only module meant to be imported outside the store).
+Nothing is imported here, so importing the client does not load the store itself.
+"""

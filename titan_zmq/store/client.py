@@ -126,9 +126,13 @@ class StoreClient:
         """KV keys starting with ``prefix`` with their values (sets not included)."""
         return dict(self.request(Op.KV_KEYS, {"prefix": prefix, "values": True})["items"])
 
-    def batch(self, ops: list[list[Any]]) -> list[Any]:
-        """Apply mutations atomically, journaled as one unit; ``set`` takes a ttl in seconds."""
-        return list(self.request(Op.KV_BATCH, {"ops": ops})["results"])
+    def batch(self, ops: list[list[Any]], journal: bool = False) -> list[Any]:
+        """Apply mutations atomically, journaled as one unit; ``set`` takes a ttl in seconds.
+
+        ``journal``: the writes are the broker's journal (the store refuses reserved keys otherwise).
+        """
+        body: dict[str, Any] = {"ops": ops, "journal": True} if journal else {"ops": ops}
+        return list(self.request(Op.KV_BATCH, body)["results"])
 
     def compact(self) -> dict[str, int]:
         """Rewrite the AOF; returns ``{"before": bytes, "after": bytes}``."""

@@ -13,9 +13,17 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from titan_zmq import defaults, protocol
-from titan_zmq.errors import AOFCorrupt, InvalidRequest, TitanError
-from titan_zmq.protocol import BadField, ErrorCode, Message, Op, ProtocolError
+from titan_zmq import defaults, keys, protocol
+from titan_zmq.errors import (
+    AOFCorrupt,
+    BadField,
+    ErrorCode,
+    InvalidRequest,
+    JournalFailed,
+    ProtocolError,
+    TitanError,
+)
+from titan_zmq.protocol import Message, Op
 from titan_zmq.protocol import body_field as field
 from titan_zmq.store.aof import AOF
 from titan_zmq.store.engine import Engine
@@ -28,10 +36,6 @@ SNAPSHOT_RECORD_OPS = 1000  # compaction groups at most this many ops per record
 SNAPSHOT_RECORD_BYTES = 1 << 20  # ...or about this many value bytes
 
 Handler = Callable[[Message], bytes]
-
-
-class JournalFailed(Exception):
-    """The AOF could not be written; the store stops rather than serve unpersisted state."""
 
 
 def check_ttl(ttl: Any, where: str) -> float | None:
@@ -137,16 +141,22 @@ class StoreService:
         except TitanError as exc:
             self.counters["errors"] += 1
             return protocol.error(exc.code, exc.message, msg.rid)
-        except JournalFailed as exc:
-            self.counters["errors"] += 1
-            return protocol.error(ErrorCode.INTERNAL, str(exc), msg.rid)
         except Exception as exc:  # a bug must not take the store down; the REP socket must reply
             self.counters["errors"] += 1
             log.exception("internal error handling %s", msg.op.name)
             return protocol.error(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}", msg.rid)
 
-    def _mutate(self, ops: list[list[Any]]) -> list[Any]:
-        """Apply ops atomically and journal their effects as one record before replying."""
+    def _mutate(self, msg: Message, ops: list[list[Any]]) -> list[Any]:
+        """Apply ops atomically and journal their effects as one record before replying.
+
+        Keys of the broker's journal (:data:`titan_zmq.keys.RESERVED`) are written only by requests
+        that say they are the journal's (``journal: true``, sent by the broker's store link): a guard
+        against mistakes, so no tool or direct client link can corrupt the state the broker rebuilds from.
+        """
+        if msg.body.get("journal") is not True:
+            for op in ops:
+                if isinstance(op, list) and len(op) > 1 and isinstance(op[1], str) and keys.is_reserved(op[1]):
+                    raise InvalidRequest(keys.reserved_message(op[1]))
         results, effects = self.engine.execute(ops)
         if effects:
             try:
@@ -214,7 +224,7 @@ class StoreService:
         key = field(msg.body, "key", str)
         value = field(msg.body, "value", (bytes, str))
         ttl = check_ttl(msg.body.get("ttl"), "field 'ttl'")
-        self._mutate([["set", key, value, self._expire_at(ttl)]])
+        self._mutate(msg, [["set", key, value, self._expire_at(ttl)]])
         return protocol.reply(msg, {}, Op.ACK)
 
     def on_get(self, msg: Message) -> bytes:
@@ -222,23 +232,23 @@ class StoreService:
         return protocol.reply(msg, {"found": value is not None, "value": value}, Op.DATA)
 
     def on_del(self, msg: Message) -> bytes:
-        (deleted,) = self._mutate([["del", field(msg.body, "key", str)]])
+        (deleted,) = self._mutate(msg, [["del", field(msg.body, "key", str)]])
         return protocol.reply(msg, {"deleted": deleted}, Op.ACK)
 
     def on_incr(self, msg: Message) -> bytes:
         key = field(msg.body, "key", str)
         by = field(msg.body, "by", int, 1)
-        (value,) = self._mutate([["incr", key, by]])
+        (value,) = self._mutate(msg, [["incr", key, by]])
         return protocol.reply(msg, {"value": value}, Op.DATA)
 
     def on_sadd(self, msg: Message) -> bytes:
         op = ["sadd", field(msg.body, "key", str), field(msg.body, "member", (bytes, str))]
-        (added,) = self._mutate([op])
+        (added,) = self._mutate(msg, [op])
         return protocol.reply(msg, {"added": added}, Op.DATA)
 
     def on_srem(self, msg: Message) -> bytes:
         op = ["srem", field(msg.body, "key", str), field(msg.body, "member", (bytes, str))]
-        (removed,) = self._mutate([op])
+        (removed,) = self._mutate(msg, [op])
         return protocol.reply(msg, {"removed": removed}, Op.DATA)
 
     def on_smembers(self, msg: Message) -> bytes:
@@ -262,7 +272,7 @@ class StoreService:
                     raise InvalidRequest(f"op {index}: {exc}") from None
                 op = ["set", op[1], op[2], self._expire_at(ttl)]
             converted.append(op)
-        results = self._mutate(converted)
+        results = self._mutate(msg, converted)
         return protocol.reply(msg, {"results": results}, Op.DATA)
 
     def on_compact(self, msg: Message) -> bytes:

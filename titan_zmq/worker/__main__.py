@@ -30,8 +30,7 @@ def main(broker: str, capabilities: tuple[str, ...], slots: int, permanent: bool
          name: str | None, heartbeat_interval: float, liveness: int, log_level: str) -> None:
     """Run a titan worker: runs the jobs the broker sends it."""
     setup_logging(log_level)
-    caps = [c.upper() for c in capabilities] or [defaults.CAPABILITY]
-    agent = WorkerAgent(broker=broker, capabilities=caps, slots=slots, permanent=permanent,
+    agent = WorkerAgent(broker=broker, capabilities=list(capabilities), slots=slots, permanent=permanent,
                         workspace=workspace, name=name, heartbeat_interval=heartbeat_interval, liveness=liveness)
     on_stop_signals(agent.stop)
     agent.serve()

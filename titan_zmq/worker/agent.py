@@ -22,8 +22,10 @@ from typing import Any
 import zmq
 
 from titan_zmq import defaults
+from titan_zmq.attempt import AttemptKey, attempts_from_wire
+from titan_zmq.capabilities import normalise
 from titan_zmq.protocol import ErrorCode, Message, Op, ProtocolError, decode, encode
-from titan_zmq.worker.executor import AttemptKey, Executor, Finished
+from titan_zmq.worker.executor import Executor, Finished
 from titan_zmq.worker.pids import PidRegistry
 from titan_zmq.worker.workspace import Workspace
 
@@ -45,7 +47,7 @@ class WorkerAgent:
         liveness: int = defaults.HEARTBEAT_LIVENESS,
     ):
         self.broker = broker
-        self.caps = capabilities or [defaults.CAPABILITY]
+        self.caps = normalise(capabilities or [])
         self.slots = slots
         self.permanent = permanent
         self.host = socket.gethostname()
@@ -201,8 +203,7 @@ class WorkerAgent:
 
     def _send_logs(self, now: float, force: bool = False) -> None:
         for att, seq, lines in self.executor.batches(now, force):
-            run_id, job_id, attempt = att.key
-            self.send(Op.LOG_BATCH, {"run_id": run_id, "job_id": job_id, "attempt": attempt, "seq": seq, "lines": lines})
+            self.send(Op.LOG_BATCH, {**att.key.fields(), "seq": seq, "lines": lines})
 
     def _finish(self, fin: Finished) -> None:
         self._send_logs(time.time(), force=True)  # every line goes out before the outcome
@@ -212,11 +213,9 @@ class WorkerAgent:
         ran_for = time.time() - att.started_at if att is not None else 0.0
         self.executor.forget(fin.key)
         self.unannounced.pop(fin.key, None)
-        run_id, job_id, attempt = fin.key
-        body = {"run_id": run_id, "job_id": job_id, "attempt": attempt, "exit_code": fin.exit_code,
-                "error": fin.error, "ran_for": ran_for}
+        body = {**fin.key.fields(), "exit_code": fin.exit_code, "error": fin.error, "ran_for": ran_for}
         self.outbox[fin.key] = body
-        log.debug("%s/%s attempt %d ended: exit %d", run_id, job_id, attempt, fin.exit_code)
+        log.debug("%s/%s attempt %d ended: exit %d", *fin.key, fin.exit_code)
         self.send(Op.JOB_COMPLETE, body)
 
     def _announce(self, now: float) -> None:
@@ -229,31 +228,29 @@ class WorkerAgent:
             del self.unannounced[key]
             att = self.executor.attempts.get(key)
             if att is not None:
-                self.send(Op.JOB_STARTED, {"run_id": key[0], "job_id": key[1], "attempt": key[2], "pid": att.pid,
-                                           "ran_for": now - att.started_at})
+                self.send(Op.JOB_STARTED, {**key.fields(), "pid": att.pid, "ran_for": now - att.started_at})
 
     # ---- messages from the broker ------------------------------------------------------------
 
     def on_dispatch(self, msg: Message) -> None:
         b = msg.body
-        key: AttemptKey = (b["run_id"], b["job_id"], int(b["attempt"]))
+        key = AttemptKey.of(msg)
         if key in self.executor.attempts or key in self.outbox:
             return  # already running or done: a duplicate dispatch is not a second execution
         spec = b.get("spec", {})
         try:
             if b.get("project_data") is not None and spec.get("project"):
                 self.workspace.save_blob(spec["project"], b["project_data"])
-            argv, cwd = self.workspace.prepare(key[0], key[1], key[2], spec)
+            argv, cwd = self.workspace.prepare(*key, spec)
             env = self._env(key, spec, cwd)
             # a lower bound of the leader's start time as psutil reports it (whole-second boot time)
             before = time.time() - 2.0
             att = self.executor.start(key, argv, env, str(cwd), spec.get("timeout"))
         except Exception as exc:  # a job that cannot start is a failed attempt, with the reason in its log
             reason = f"cannot start job: {exc}"
-            log.warning("%s/%s: %s", key[0], key[1], reason)
-            self.send(Op.LOG_BATCH, {"run_id": key[0], "job_id": key[1], "attempt": key[2], "seq": 0,
-                                     "lines": [["stderr", f"[titan] {reason}"]]})
-            body = {"run_id": key[0], "job_id": key[1], "attempt": key[2], "exit_code": 127, "error": reason}
+            log.warning("%s/%s: %s", key.run_id, key.job_id, reason)
+            self.send(Op.LOG_BATCH, {**key.fields(), "seq": 0, "lines": [["stderr", f"[titan] {reason}"]]})
+            body = {**key.fields(), "exit_code": 127, "error": reason}
             self.outbox[key] = body
             self.send(Op.JOB_COMPLETE, body)
             return
@@ -263,17 +260,17 @@ class WorkerAgent:
     def _env(self, key: AttemptKey, spec: dict[str, Any], cwd: Path) -> dict[str, str]:
         env = dict(self.base_env)
         env.update({
-            "TITAN_BROKER": self.broker, "TITAN_RUN_ID": key[0], "TITAN_JOB_ID": key[1],
-            "TITAN_ATTEMPT": str(key[2]), "TITAN_SHARED_DIR": str(self.workspace.shared_dir(key[0])),
+            "TITAN_BROKER": self.broker, "TITAN_RUN_ID": key.run_id, "TITAN_JOB_ID": key.job_id,
+            "TITAN_ATTEMPT": str(key.attempt), "TITAN_SHARED_DIR": str(self.workspace.shared_dir(key.run_id)),
             "TITAN_WORKSPACE": str(cwd), "TITAN_WORKER": self.name, "PYTHONUNBUFFERED": "1",
         })
         if spec.get("project"):
-            env["TITAN_PROJECT_DIR"] = str(self.workspace.run_dir(key[0]) / "project")
+            env["TITAN_PROJECT_DIR"] = str(self.workspace.run_dir(key.run_id) / "project")
         env.update({str(k): str(v) for k, v in spec.get("env", {}).items()})
         return env
 
     def on_kill(self, msg: Message) -> None:
-        key: AttemptKey = (msg.body["run_id"], msg.body["job_id"], int(msg.body["attempt"]))
+        key = AttemptKey.of(msg)
         if self.executor.kill(key, "cancelled"):
             log.info("%s/%s attempt %d: killing its process group", *key)
 
@@ -287,8 +284,8 @@ class WorkerAgent:
         if "name" in b and "interval" in b:
             self.reconnect_delay = defaults.RECONNECT_MIN
             log.info("registered with the broker as %s", b["name"])
-        for run_id, job_id, attempt in b.get("acks", ()):  # outcomes the broker has journaled
-            self.outbox.pop((run_id, job_id, int(attempt)), None)
+        for key in attempts_from_wire(b.get("acks")):  # outcomes the broker has journaled
+            self.outbox.pop(key, None)
 
     def on_error(self, msg: Message) -> None:
         if msg.body.get("code") == ErrorCode.UNREGISTERED:

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 
 from titan_zmq import defaults
+from titan_zmq.attempt import AttemptKey
 
-AttemptKey = tuple[str, str, int]  # (run_id, job_id, attempt)
 STREAMS = ("stdout", "stderr")
 
 

@@ -9,7 +9,7 @@ import pytest
 import zmq
 
 from client.cluster import free_port
-from titan_zmq.broker.events import EventPublisher
+from titan_zmq.broker.publisher import EventPublisher
 from titan_zmq.protocol import decode
 
 
