@@ -26,8 +26,8 @@ test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check titan_zmq client ui tests pipelines scripts
-	$(BIN)/mypy titan_zmq client
+	$(BIN)/ruff check titan_zmq client ui tests pipelines scripts benchmarks
+	$(BIN)/mypy titan_zmq client benchmarks
 
 bench: install
 	$(BIN)/titan bench
