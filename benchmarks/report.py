@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 TARGETS = {  # scenario -> (field, comparison, target, text)
+    "startup": ("overhead_ms", "<=", 5.0, "≤ 5 ms over a clean venv's Python"),
     "single": ("overhead_ms", "<=", 5.0, "overhead ≤ 5 ms p50"),
     "single-true": ("overhead_ms", "<=", 5.0, "overhead ≤ 5 ms p50"),
     "throughput": ("ratio", ">=", 0.8, "≥ 0.8 × floor"),

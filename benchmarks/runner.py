@@ -36,6 +36,8 @@ def run(bench: Bench, only: list[str] | None = None) -> dict[str, Any]:
     def want(name: str) -> bool:
         return only is None or name in only
 
+    if want("startup"):  # first, before any cluster adds to the machine's load
+        bench.startup()
     shared = {name: scenario for name, scenario in on_shared_cluster(bench).items() if want(name)}
     if shared:
         cluster = bench.cluster("main")

@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 
+from benchmarks import startup
 from benchmarks.measure import cpu_seconds, floor_each, floor_pool, pct, per_job_ms
 from benchmarks.report import line
 from client.api import TitanClient
@@ -66,6 +67,9 @@ class Bench:
         return elapsed, st
 
     # ---- scenarios -------------------------------------------------------------------------
+
+    def startup(self) -> None:
+        self.record("startup", **startup.measure(self.quick, self.dir))
 
     def single(self, c: TitanClient, name: str, job: Callable[[int], TitanJob], floor_argv: list[str]) -> None:
         """One job at a time, submit -> COMPLETED, each followed by one floor run (so drifts hit both)."""
