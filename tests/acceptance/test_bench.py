@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,9 @@ def bench(tmp_path: Path, *scenarios: str) -> tuple[dict[str, Any], str]:
     """Run `titan bench --quick --only ...`; its JSON document and its stdout."""
     out_file = tmp_path / "bench.json"
     only = [arg for name in scenarios for arg in ("--only", name)]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the bench's clusters live under tmp_path, and only they
     out = subprocess.run([sys.executable, "-m", "client.cli", "bench", "--quick", *only, "--json", str(out_file)],
-                         capture_output=True, text=True, timeout=300, cwd=REPO)
+                         capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     doc = json.loads(out_file.read_text())
     assert doc["machine"]["cpus"] >= 1 and doc["quick"] is True
@@ -28,14 +30,14 @@ def bench(tmp_path: Path, *scenarios: str) -> tuple[dict[str, Any], str]:
 
 
 def test_bench_quick_smallest_scenario_runs_and_reports(tmp_path: Path):
-    before = {p.pid for p in psutil.process_iter()}
     doc, stdout = bench(tmp_path, "single-true")
     row = doc["scenarios"]["single-true"]
     assert {"value", "unit", "floor", "ratio", "overhead_ms"} <= set(row)
     assert row["value"] > 0 and row["floor"] > 0 and row["n"] >= 10
     assert "single-true" in stdout
-    leftovers = [p for p in psutil.process_iter(["pid", "cmdline"]) if p.pid not in before
-                 and any("titan_zmq" in part for part in (p.info["cmdline"] or []))]
+    # by their data dirs, not by "titan_zmq" in the command line: other tests may run clusters meanwhile
+    leftovers = [p for p in psutil.process_iter(["pid", "cmdline"])
+                 if any(str(tmp_path) in part for part in (p.info["cmdline"] or []))]
     assert not leftovers, leftovers
 
 
