@@ -7,10 +7,13 @@ BIN = $(VENV)/bin
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# compat editable mode: a path entry in a .pth file. The default (strict) mode installs an import hook that
+# costs every start of this interpreter ~20 ms, and workers run Python jobs with it (see docs/BENCHMARKS.md,
+# `startup`). The Makefile is a prerequisite so that a venv made by an older recipe is reinstalled.
+$(VENV)/.installed: setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
 demo: install
@@ -23,8 +26,8 @@ test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check titan_zmq client ui tests pipelines scripts
-	$(BIN)/mypy titan_zmq client
+	$(BIN)/ruff check titan_zmq client ui tests pipelines scripts benchmarks
+	$(BIN)/mypy titan_zmq client benchmarks
 
 bench: install
 	$(BIN)/titan bench

@@ -138,7 +138,8 @@ def demo(pipeline: str, workers: int, data_dir: str) -> None:
 @clean_errors
 def bench(quick: bool, json_path: str | None, only: tuple[str, ...]) -> None:
     """Measure titan against the same work run directly with subprocess (own local cluster)."""
-    from client.bench import markdown, run_bench
+    from benchmarks.report import markdown
+    from benchmarks.runner import run_bench
 
     doc = run_bench(quick, json_path, list(only) or None, click.echo)
     click.echo(json.dumps(doc, indent=2))

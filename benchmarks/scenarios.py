@@ -1,4 +1,4 @@
-"""`titan bench`: what the orchestrator adds on top of running the same processes directly.
+"""The scenarios of `titan bench`: each measures titan and its floor and records one result.
 
 Every scenario runs on a fresh local cluster (store, broker, 2 workers x 4 slots, free ports), and
 its floor, the same work through ``subprocess`` on this machine, runs in the same process run.
@@ -7,22 +7,19 @@ Python jobs use the workers' own interpreter in both, so the comparison is fair.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from benchmarks import startup
+from benchmarks.measure import cpu_seconds, floor_each, floor_pool, pct, per_job_ms
+from benchmarks.report import line
 from client.api import TitanClient
 from client.cluster import LocalCluster
 from client.job import TitanJob
@@ -31,35 +28,6 @@ from titan_zmq.store.client import StoreClient
 
 HELLO = "print('hello')\n"
 TICKER = "import time\nfor i in range({n}):\n    print(f'{{time.time():.6f}}', flush=True)\n    time.sleep(0.01)\n"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def _cpu_seconds(proc: psutil.Process) -> tuple[float, float]:
-    """(own user+system CPU seconds, those of the children it has waited for)."""
-    t = proc.cpu_times()
-    return t.user + t.system, t.children_user + t.children_system
-
-
-def _per_job_ms(after: tuple[float, float], before: tuple[float, float], n: int) -> tuple[float, float]:
-    return (after[0] - before[0]) * 1000 / n, (after[1] - before[1]) * 1000 / n
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 class Bench:
@@ -85,29 +53,11 @@ class Bench:
     def py(self) -> list[str]:
         return [sys.executable, str(self.hello)]
 
-    def floor_pool(self, argv: list[str], n: int, concurrency: int = 8) -> float:
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(lambda _: subprocess.run(argv, stdout=subprocess.DEVNULL, check=True), range(n)))
-        return time.perf_counter() - t0
-
-    def floor_each(self, argv: list[str], n: int) -> list[float]:
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            subprocess.run(argv, stdout=subprocess.PIPE, check=True)
-            out.append(time.perf_counter() - t0)
-        return out
-
     def record(self, name: str, **fields: Any) -> None:
         self.results[name] = fields
-        value, unit, floor = fields.get("value"), fields.get("unit"), fields.get("floor")
-        extra = f"  floor {floor:.4g}" if isinstance(floor, (int, float)) else ""
-        ratio = f"  ratio {fields['ratio']:.3f}" if isinstance(fields.get("ratio"), (int, float)) else ""
-        over = f"  +{fields['overhead_ms']:.2f} ms" if isinstance(fields.get("overhead_ms"), (int, float)) else ""
-        self.echo(f"{name:<12} {value:.4g} {unit}{extra}{ratio}{over}")
+        self.echo(line(name, fields))
 
-    def run_to_end(self, c: TitanClient, name: str, jobs: list[TitanJob], timeout: float = 600) -> tuple[float, dict]:
+    def run_to_end(self, c: TitanClient, name: str, jobs: list[TitanJob], timeout: float = 600) -> tuple[float, dict[str, Any]]:
         t0 = time.perf_counter()
         run = c.submit_dag(name, jobs)
         st = c.wait(run.run_id, timeout=timeout)
@@ -117,6 +67,9 @@ class Bench:
         return elapsed, st
 
     # ---- scenarios -------------------------------------------------------------------------
+
+    def startup(self) -> None:
+        self.record("startup", **startup.measure(self.quick, self.dir))
 
     def single(self, c: TitanClient, name: str, job: Callable[[int], TitanJob], floor_argv: list[str]) -> None:
         """One job at a time, submit -> COMPLETED, each followed by one floor run (so drifts hit both)."""
@@ -129,7 +82,7 @@ class Bench:
             if st["state"] != "SUCCEEDED":
                 raise RuntimeError(f"{name}: job ended {st['state']}")
             took = time.perf_counter() - t0
-            floor_took = self.floor_each(floor_argv, 1)[0]
+            floor_took = floor_each(floor_argv, 1)[0]
             if i >= 2:  # the first two warm the caches
                 lat.append(took)
                 floor.append(floor_took)
@@ -152,7 +105,7 @@ class Bench:
         n = 200
         elapsed, floor = self.repeated(
             lambda: self.run_to_end(c, "throughput", [TitanJob(f"h{i}", filename=str(self.hello)) for i in range(n)])[0],
-            lambda: self.floor_pool(self.py(), n))
+            lambda: floor_pool(self.py(), n))
         self.record("throughput", value=n / elapsed, unit="jobs/s", floor=n / floor, ratio=floor / elapsed,
                     overhead_ms=(elapsed - floor) / n * 1000, n=n, seconds=elapsed, floor_seconds=floor)
 
@@ -167,10 +120,10 @@ class Bench:
 
         elapsed, floor = self.repeated(
             lambda: self.run_to_end(c, "chain", chain_of(lambda i: TitanJob(f"c{i}", filename=str(self.hello))))[0],
-            lambda: sum(self.floor_each(self.py(), n)))
+            lambda: sum(floor_each(self.py(), n)))
         true_elapsed, true_floor = self.repeated(
             lambda: self.run_to_end(c, "chain-true", chain_of(lambda i: TitanJob(f"c{i}", command=["true"])))[0],
-            lambda: sum(self.floor_each(["true"], n)))
+            lambda: sum(floor_each(["true"], n)))
         self.record("chain", value=(elapsed - floor) / n * 1000, unit="ms/hop", floor=floor, seconds=elapsed,
                     ratio=elapsed / floor, overhead_ms=(elapsed - floor) / n * 1000, n=n,
                     true_hop_overhead_ms=(true_elapsed - true_floor) / n * 1000)
@@ -182,8 +135,8 @@ class Bench:
         jobs.append(TitanJob("sink", filename=str(self.hello), parents=[f"m{i}" for i in range(width)]))
 
         def floor() -> float:
-            return (sum(self.floor_each(self.py(), 1)) + self.floor_pool(self.py(), width)
-                    + sum(self.floor_each(self.py(), 1)))
+            return (sum(floor_each(self.py(), 1)) + floor_pool(self.py(), width)
+                    + sum(floor_each(self.py(), 1)))
 
         elapsed, floor_s = self.repeated(lambda: self.run_to_end(c, "fan", jobs)[0], floor)
         self.record("fan", value=elapsed, unit="s", floor=floor_s, ratio=elapsed / floor_s,
@@ -198,7 +151,7 @@ class Bench:
             jobs.append(TitanJob(f"b{i}", command=["true"], parents=parents, retries=0))
         broker = psutil.Process(cluster.procs["broker"].pid)
         roles = {name: psutil.Process(proc.pid) for name, proc in cluster.procs.items()}
-        cpu_before = {name: _cpu_seconds(p) for name, p in roles.items()}
+        cpu_before = {name: cpu_seconds(p) for name, p in roles.items()}
         base_rss = broker.memory_info().rss
         peak = [base_rss]
         stop = threading.Event()
@@ -215,11 +168,11 @@ class Bench:
             stop.set()
             sampler.join()
         # CPU ms per job of each process of the cluster (own time, then the jobs it waited for)
-        cpu = {name: _per_job_ms(_cpu_seconds(p), cpu_before[name], n) for name, p in roles.items()}
+        cpu = {name: per_job_ms(cpu_seconds(p), cpu_before[name], n) for name, p in roles.items()}
         me = psutil.Process()
-        mine_before = _cpu_seconds(me)
-        floor = self.floor_pool(["true"], n)
-        floor_cpu = _per_job_ms(_cpu_seconds(me), mine_before, n)
+        mine_before = cpu_seconds(me)
+        floor = floor_pool(["true"], n)
+        floor_cpu = per_job_ms(cpu_seconds(me), mine_before, n)
         self.record("big-dag", value=elapsed, unit="s", floor=floor, ratio=elapsed / floor,
                     overhead_ms=(elapsed - floor) / n * 1000, n=n, peak_rss_mib=peak[0] / 2**20,
                     rss_per_job_kib=(peak[0] - base_rss) / n / 1024,
@@ -294,72 +247,3 @@ class Bench:
             lat.append(time.time() - float(rec[3]))
         live = lat[len(lat) // 10:]  # the first lines may come from the backlog
         self.record("logs", value=pct(live, 0.5) * 1000, unit="ms p50", p99_ms=pct(live, 0.99) * 1000, n=len(live))
-
-    # ---- driver ----------------------------------------------------------------------------
-
-    def run(self, only: list[str] | None = None) -> dict[str, Any]:
-        def want(name: str) -> bool:
-            return only is None or name in only
-
-        if any(want(n) for n in ("single", "single-true", "throughput", "chain", "fan", "logs", "big-dag")):
-            cluster = self.cluster("main")
-            try:
-                with cluster.client(timeout=30) as c:
-                    if want("single"):
-                        self.single(c, "single", lambda i: TitanJob(f"s{i}", filename=str(self.hello)), self.py())
-                    if want("single-true"):
-                        self.single(c, "single-true", lambda i: TitanJob(f"t{i}", command=["true"]), ["true"])
-                    if want("throughput"):
-                        self.throughput(c)
-                    if want("chain"):
-                        self.chain(c)
-                    if want("fan"):
-                        self.fan(c)
-                    if want("logs"):
-                        self.logs(c)
-                    if want("big-dag"):
-                        self.big_dag(cluster, c)
-            finally:
-                cluster.stop()
-        if want("store"):
-            self.store_ops()
-        if want("recovery"):
-            self.recovery()
-        return {"machine": machine(), "quick": self.quick, "scenarios": self.results}
-
-
-def run_bench(quick: bool, json_path: str | None, only: list[str] | None, echo: Callable[[str], None]) -> dict:
-    with tempfile.TemporaryDirectory(prefix="titan-bench-") as tmp:
-        doc = Bench(quick, Path(tmp), echo).run(only)
-    if json_path:
-        Path(json_path).write_text(json.dumps(doc, indent=2))
-    return doc
-
-
-
-
-TARGETS = {  # scenario -> (field, comparison, target, text)
-    "single": ("overhead_ms", "<=", 5.0, "overhead ≤ 5 ms p50"),
-    "single-true": ("overhead_ms", "<=", 5.0, "overhead ≤ 5 ms p50"),
-    "throughput": ("ratio", ">=", 0.8, "≥ 0.8 × floor"),
-    "chain": ("overhead_ms", "<=", 5.0, "≤ 5 ms per hop"),
-    "fan": ("ratio", "<=", 1.25, "≤ 1.25 × floor"),
-    "big-dag": ("ratio", "<=", 1.5, "≤ 1.5 × floor; peak RSS ≤ 250 MiB, < 10 KiB/job"),
-    "store": ("value", ">=", 10_000, "≥ 10,000 ops/s everysec, ≥ 2,000 always"),
-    "recovery": ("value", "<=", 3.0, "≤ 3 s for 100,000 transitions"),
-    "logs": ("value", "<=", 50.0, "p50 ≤ 50 ms, p99 ≤ 250 ms"),
-}
-
-
-def markdown(doc: dict[str, Any]) -> str:
-    """The results as a Markdown table (for docs/BENCHMARKS.md)."""
-    rows = ["| scenario | titan | floor | ratio | overhead | details | target |", "|---|---|---|---|---|---|---|"]
-    for name, r in doc["scenarios"].items():
-        details = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
-                            if k not in ("value", "unit", "floor", "ratio", "overhead_ms"))
-        floor = f"{r['floor']:.4g}" if isinstance(r.get("floor"), (int, float)) else "—"
-        ratio = f"{r['ratio']:.3f}" if isinstance(r.get("ratio"), (int, float)) else "—"
-        over = f"{r['overhead_ms']:.2f} ms" if isinstance(r.get("overhead_ms"), (int, float)) else "—"
-        target = TARGETS.get(name, ("", "", 0, ""))[3]
-        rows.append(f"| {name} | {r['value']:.4g} {r['unit']} | {floor} | {ratio} | {over} | {details} | {target} |")
-    return "\n".join(rows)
