@@ -23,6 +23,7 @@ from benchmarks.report import line
 from client.api import TitanClient
 from client.cluster import LocalCluster
 from client.job import TitanJob
+from titan_zmq import keys
 from titan_zmq.protocol import pack
 from titan_zmq.store.client import StoreClient
 
@@ -211,14 +212,16 @@ class Bench:
             run_id = "recovery-bench"
             meta = {"run_id": run_id, "name": "recovery", "state": "SUCCEEDED", "created_at": time.time(),
                     "finished_at": time.time(), "agent_run_id": None}
-            ops: list[list[Any]] = [["set", f"run/{run_id}", pack(meta), None]]
+            # written as the broker's journal would be (the store refuses these keys to anyone else)
+            ops: list[list[Any]] = [["set", keys.run_key(run_id), pack(meta), None]]
             for i in range(jobs_n):
-                ops.append(["set", f"spec/{run_id}/j{i}", pack({"id": f"j{i}", "command": ["true"], "_order": i}), None])
-            store.batch(ops)
+                spec = pack({"id": f"j{i}", "command": ["true"], "_order": i})
+                ops.append(["set", keys.spec_key(run_id, f"j{i}"), spec, None])
+            store.batch(ops, journal=True)
             for state in ("PENDING", "QUEUED", "RUNNING", "COMPLETED"):
                 for lo in range(0, jobs_n, 5000):
-                    store.batch([["set", f"job/{run_id}/j{i}", pack({"state": state, "attempts": 1}), None]
-                                 for i in range(lo, min(jobs_n, lo + 5000))])
+                    store.batch([["set", keys.job_key(run_id, f"j{i}"), pack({"state": state, "attempts": 1}), None]
+                                 for i in range(lo, min(jobs_n, lo + 5000))], journal=True)
             store.close()
             with cluster.client(timeout=2) as c:
                 cluster.procs["broker"].kill()

@@ -12,7 +12,7 @@ import zmq
 
 from client import pipeline
 from client.connection import Connection, broker_address
-from client.job import TitanJob
+from client.job import TitanJob, wire_jobs
 from titan_zmq import defaults, events, keys
 from titan_zmq.errors import (
     BrokerUnavailable,
@@ -120,7 +120,7 @@ class TitanClient:
     def submit_dag(self, name: str, jobs: list[TitanJob], agent_run_id: str | None = None,
                    base_dir: str | Path | None = None) -> Run:
         """Submit jobs as one run (a DAG through their ``parents``); ``agent_run_id`` groups runs."""
-        wire = [j.to_wire(base_dir) for j in jobs]
+        wire = wire_jobs(jobs, base_dir)
         body = self._call(Op.SUBMIT_DAG, {"name": name, "jobs": wire, "agent_run_id": agent_run_id})
         return Run(self, body["run_id"], body["jobs"])
 
@@ -142,7 +142,7 @@ class TitanClient:
         run_id = run_id or os.environ.get("TITAN_RUN_ID")
         if not run_id:
             raise InvalidRequest("add_jobs needs a run id (or TITAN_RUN_ID in the environment)")
-        body = self._call(Op.ADD_JOBS, {"run_id": run_id, "jobs": [j.to_wire(base_dir) for j in jobs]})
+        body = self._call(Op.ADD_JOBS, {"run_id": run_id, "jobs": wire_jobs(jobs, base_dir)})
         return list(body["jobs"])
 
     def cancel(self, run_id: str, job_id: str | None = None) -> dict[str, Any]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from titan_zmq import defaults
-from titan_zmq.errors import PipelineError
+from titan_zmq.errors import InvalidRequest, PipelineError
+from titan_zmq.jobspec import JobSpec, parse_job, schema
+
+SDK_NAMES = {"parents": "depends_on", "job_type": "type"}  # TitanJob argument -> schema field
+# job_id (-> id) and filename (-> file + script, read from disk) are TitanJob's own constructor arguments
+_OWN = ("job_id", "filename", "fields")
 
 
 def inline_script(path: Path, job_id: str, where: str = "") -> tuple[str, bytes]:
@@ -17,44 +20,78 @@ def inline_script(path: Path, job_id: str, where: str = "") -> tuple[str, bytes]
     return path.name, path.read_bytes()
 
 
-@dataclass
+_ARGUMENTS: dict[type[JobSpec], dict[str, str]] = {}
+
+
+def arguments(spec: type[JobSpec] = JobSpec) -> dict[str, str]:
+    """TitanJob's keyword arguments for a spec class, each mapped to its schema field."""
+    found = _ARGUMENTS.get(spec)
+    if found is None:
+        sdk_name = {name: sdk for sdk, name in SDK_NAMES.items()}
+        user = schema(spec).user - {"id", "file"}
+        found = _ARGUMENTS[spec] = {sdk_name.get(n, n): n for n in schema(spec).names if n in user}
+    return found
+
+
 class TitanJob:
     """A job as the client describes it, with the original Titan SDK's field names.
 
     ``filename`` is a local script, shipped inline with the job (``file`` + ``script`` on the wire);
-    ``command`` is an argv to run instead; ``parents`` becomes ``depends_on``; ``job_type`` becomes
-    ``type``. Everything else keeps its name.
+    ``parents`` becomes ``depends_on``; ``job_type`` becomes ``type``. Every other user field of the job
+    schema (:class:`titan_zmq.jobspec.JobSpec`) is a keyword argument and an attribute under its own name
+    (``command``, ``args``, ``priority``, ``retries``, ...), with the schema's default. ``to_wire`` checks
+    the job with the broker's own :func:`~titan_zmq.jobspec.parse_job`, so a bad job fails before it is sent.
     """
 
+    spec: ClassVar[type[JobSpec]] = JobSpec  # the schema the job follows (a test subclass adds a field)
     job_id: str
-    filename: str | None = None  # a local script; shipped inline with the job
-    args: list[str] | str = field(default_factory=list)
-    parents: list[str] = field(default_factory=list)
-    priority: int = 0
-    delay: float = 0.0
-    affinity: bool = False
-    requirement: str = defaults.CAPABILITY
-    job_type: str = "run"
-    port: int | None = None
-    hitl_message: str | None = None
-    max_wait_seconds: float | None = None
-    retries: int = defaults.RETRIES
-    timeout: float | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    command: list[str] | str | None = None  # run this argv instead of a file
+    filename: str | None  # a local script; shipped inline with the job
+    fields: dict[str, Any]  # every other argument, by its TitanJob name
 
-    def to_wire(self, base_dir: str | Path | None = None) -> dict[str, Any]:
-        """The job as the broker takes it, with the script's content read from disk."""
-        out: dict[str, Any] = {
-            "id": self.job_id, "args": self.args, "depends_on": list(self.parents), "priority": self.priority,
-            "delay": self.delay, "affinity": self.affinity, "requirement": self.requirement, "type": self.job_type,
-            "retries": self.retries, "env": dict(self.env),
-        }
-        for key, value in (("port", self.port), ("hitl_message", self.hitl_message),
-                           ("max_wait_seconds", self.max_wait_seconds), ("timeout", self.timeout),
-                           ("command", self.command)):
-            if value is not None:
-                out[key] = value
+    def __init__(self, job_id: str, filename: str | None = None, **fields: Any) -> None:
+        self.job_id = job_id
+        self.filename = filename
+        defaults = schema(self.spec).defaults()
+        self.fields = {arg: defaults[name] for arg, name in arguments(self.spec).items()}
+        for arg, value in fields.items():
+            setattr(self, arg, value)
+
+    def __getattr__(self, name: str) -> Any:
+        fields = self.__dict__.get("fields", {})
+        if name in fields:
+            return fields[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OWN:
+            object.__setattr__(self, name, value)
+        elif name in self.fields:
+            self.fields[name] = value
+        else:
+            raise InvalidRequest(f"job.{name}: unknown field")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TitanJob):
+            return NotImplemented
+        mine, theirs = (self.spec, self.job_id, self.filename), (other.spec, other.job_id, other.filename)
+        return mine == theirs and self.fields == other.fields
+
+    def __repr__(self) -> str:
+        given = "".join(f", {k}={v!r}" for k, v in {"filename": self.filename, **self.fields}.items())
+        return f"{type(self).__name__}({self.job_id!r}{given})"
+
+    def to_wire(self, base_dir: str | Path | None = None, where: str = "job") -> dict[str, Any]:
+        """The job as the broker takes it, checked, with the script's content read from disk.
+
+        InvalidRequest names the bad field as the broker would (``where`` is ``job`` or ``jobs[i]``).
+        """
+        names = arguments(self.spec)
+        raw = {"id": self.job_id} | {names[arg]: v for arg, v in self.fields.items() if v is not None}
         if self.filename is not None:
-            out["file"], out["script"] = inline_script(Path(base_dir or ".") / self.filename, self.job_id)
-        return out
+            raw["file"], raw["script"] = inline_script(Path(base_dir or ".") / self.filename, self.job_id)
+        return parse_job(raw, where, self.spec).to_wire()
+
+
+def wire_jobs(jobs: list[TitanJob], base_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """The ``jobs`` of a submission, each checked; errors name ``jobs[i]`` as the broker's would."""
+    return [job.to_wire(base_dir, f"jobs[{i}]") for i, job in enumerate(jobs)]

@@ -1,24 +1,10 @@
 """YAML pipelines: load, check every field, and turn them into a submission.
 
-Schema (the original Titan's, plus retries, timeout, env, command)::
-
-    name: etl                 # required
-    project: false            # true ships the pipeline's folder as an archive
-    agent_run_id: optional    # groups several runs
-    jobs:
-      - id: extract           # required; letters, digits, _ - .
-        type: run             # run | service
-        file: extract.py      # relative to the YAML file (or command: [...])
-        args: "--n 3 'a b'"   # a string is split like a shell would; or a list
-        depends_on: [other]
-        requirement: GENERAL  # capability tag (GPU, HIGH_MEM, any tag)
-        priority: 0           # higher first, FIFO among equals
-        delay: 0              # seconds, counted from the moment the parents are done
-        affinity: false       # run on the worker that ran the first parent
-        retries: 3
-        timeout: 60           # seconds; the process group is killed after it
-        env: {KEY: value}
-        port / hitl_message / max_wait_seconds
+A pipeline is a map: ``name`` (required), ``project`` (true ships the pipeline's folder as an archive),
+``agent_run_id`` (groups several runs) and ``jobs``, a list of job maps. A job's keys, their types, checks
+and defaults are those of the job schema, :class:`titan_zmq.jobspec.JobSpec` (its user fields; README.md's
+YAML reference documents each one); ``file`` is relative to the YAML file, and is shipped inline or, in
+project mode, as a path in the archive.
 """
 
 from __future__ import annotations
@@ -36,10 +22,9 @@ import yaml
 from client.job import inline_script
 from titan_zmq import defaults
 from titan_zmq.errors import InvalidRequest, PipelineError
-from titan_zmq.jobspec import FIELD_NAMES, parse_job, validate_dag
+from titan_zmq.jobspec import JobSpec, parse_job, schema, validate_dag
 
 TOP_FIELDS = {"name": str, "project": bool, "agent_run_id": str, "jobs": list}
-YAML_JOB_FIELDS = FIELD_NAMES - {"script", "project"}
 SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "node_modules", defaults.DATA_DIR, defaults.WORKSPACE}
 
 
@@ -62,7 +47,7 @@ class Pipeline:
         return body
 
 
-def load(path: str | Path) -> Pipeline:
+def load(path: str | Path, spec: type[JobSpec] = JobSpec) -> Pipeline:
     """Read and check a YAML pipeline; PipelineError names the file, and the line or field at fault."""
     path = Path(path)
     try:
@@ -76,13 +61,42 @@ def load(path: str | Path) -> Pipeline:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise PipelineError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
     try:
-        return parse(doc, path.parent, path)
+        return parse(doc, path.parent, path, spec)
     except InvalidRequest as exc:
         raise PipelineError(f"{path}: {exc}") from None
 
 
-def parse(doc: Any, base: Path, path: Path | None = None) -> Pipeline:
-    """Check a loaded pipeline document; scripts are read relative to ``base``."""
+def parse(doc: Any, base: Path, path: Path | None = None, spec: type[JobSpec] = JobSpec) -> Pipeline:
+    """Check a loaded pipeline document against ``spec``'s schema; scripts are read relative to ``base``."""
+    raw_jobs = _check_top(doc)
+    project = doc.get("project", False)
+    user_fields = schema(spec).user
+    specs = []
+    for i, raw in enumerate(raw_jobs):
+        where = f"jobs[{i}]"
+        for key in raw if isinstance(raw, dict) else ():
+            if key not in user_fields:
+                raise PipelineError(f"{where}.{key}: unknown field")
+        specs.append(parse_job(raw, where, spec))
+    validate_dag(specs)
+    jobs = []
+    for i, job in enumerate(specs):
+        wire = job.to_wire()
+        if job.file is not None:
+            wire.update(_ship_file(job, job.file, f"jobs[{i}].file", base, project))
+        jobs.append(wire)
+    archive = None
+    if project:
+        archive = pack_folder(base)
+        blob_id = hashlib.sha256(archive).hexdigest()
+        for wire in jobs:
+            if "file" in wire:
+                wire["project"] = blob_id
+    return Pipeline(name=doc["name"], jobs=jobs, agent_run_id=doc.get("agent_run_id"), project=archive, path=path)
+
+
+def _check_top(doc: Any) -> list[Any]:
+    """Check the top-level map of a pipeline; return its jobs."""
     if not isinstance(doc, dict):
         raise PipelineError("expected a map with name and jobs at the top")
     for key, value in doc.items():
@@ -92,45 +106,27 @@ def parse(doc: Any, base: Path, path: Path | None = None) -> Pipeline:
             raise PipelineError(f"{key}: expected {TOP_FIELDS[key].__name__}, got {type(value).__name__}")
     if "name" not in doc or "jobs" not in doc:
         raise PipelineError("name and jobs are required")
-    raw_jobs = doc["jobs"]
-    if not raw_jobs:
+    if not doc["jobs"]:
         raise PipelineError("jobs: expected at least one job")
-    project = doc.get("project", False)
-    specs = []
-    for i, raw in enumerate(raw_jobs):
-        where = f"jobs[{i}]"
-        if isinstance(raw, dict):
-            for key in raw:
-                if key not in YAML_JOB_FIELDS:
-                    raise PipelineError(f"{where}.{key}: unknown field")
-        specs.append(parse_job(raw, where))
-    validate_dag(specs)
-    jobs = []
-    for i, spec in enumerate(specs):
-        job = spec.to_wire()
-        if spec.file is not None:
-            script = (base / spec.file).resolve()
-            if not script.is_file():
-                raise PipelineError(f"jobs[{i}].file: {spec.file!r} not found (job {spec.id!r})")
-            if project:
-                if not script.is_relative_to(base.resolve()):
-                    raise PipelineError(f"jobs[{i}].file: {spec.file!r} is outside the project folder")
-                rel = script.relative_to(base.resolve())
-                if _skipped(rel):
-                    raise PipelineError(f"jobs[{i}].file: {spec.file!r} is in a folder project mode does not ship"
-                                        f" (hidden or {', '.join(sorted(SKIP_DIRS))})")
-                job["file"] = rel.as_posix()
-            else:
-                job["file"], job["script"] = inline_script(script, spec.id, f"jobs[{i}].")
-        jobs.append(job)
-    archive = None
-    if project:
-        archive = pack_folder(base)
-        blob_id = hashlib.sha256(archive).hexdigest()
-        for job in jobs:
-            if "file" in job:
-                job["project"] = blob_id
-    return Pipeline(name=doc["name"], jobs=jobs, agent_run_id=doc.get("agent_run_id"), project=archive, path=path)
+    jobs: list[Any] = doc["jobs"]
+    return jobs
+
+
+def _ship_file(job: JobSpec, file: str, where: str, base: Path, project: bool) -> dict[str, Any]:
+    """The wire keys for a job's script: its content inline, or (project mode) its path in the archive."""
+    script = (base / file).resolve()
+    if not script.is_file():
+        raise PipelineError(f"{where}: {file!r} not found (job {job.id!r})")
+    if not project:
+        name, content = inline_script(script, job.id, where.removesuffix("file"))
+        return {"file": name, "script": content}
+    if not script.is_relative_to(base.resolve()):
+        raise PipelineError(f"{where}: {file!r} is outside the project folder")
+    rel = script.relative_to(base.resolve())
+    if _skipped(rel):
+        raise PipelineError(f"{where}: {file!r} is in a folder project mode does not ship"
+                            f" (hidden or {', '.join(sorted(SKIP_DIRS))})")
+    return {"file": rel.as_posix()}
 
 
 def _skipped(rel: Path) -> bool:

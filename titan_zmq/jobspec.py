@@ -1,52 +1,65 @@
-"""Job specifications and whole-DAG validation, shared by the YAML loader, the client and the broker.
+"""The job schema (:class:`JobSpec`), job validation and whole-DAG validation.
 
-A job travels as a msgpack map; :func:`parse_job` checks every field's type and names the
-field in its error (``jobs[2].priority: expected integer``), and :func:`validate_dag` checks
-the submission as a whole (duplicate ids, unknown parents, cycles) so that nothing of a bad
-submission ever runs.
+:class:`JobSpec` is the single source of truth for a job's fields. Each field is declared once, with
+its type, its default and a :class:`Rule` in its metadata: the check, the phrase the error puts after
+"expected", a one-line doc, an example value, an optional normaliser, and whether users write it. The rest
+is derived from it: :func:`parse_job` (broker, YAML loader and client all validate with it, and name the
+field in the error: ``jobs[2].priority: expected integer``), ``JobSpec.to_wire``, the YAML loader's job
+keys, and the keyword arguments and wire form of ``client.TitanJob``. :func:`validate_dag` checks a
+submission as a whole (duplicate ids, unknown parents, cycles) so that nothing of a bad one ever runs.
+
+Adding a field (``restart``, ``health``, ``stop_grace``, ``schedule``, ...) is one edit here: declare it
+on :class:`JobSpec` as ``name: T = field(default=..., metadata=rule(check, "expected phrase", "doc",
+example=...))``, where
+
+- the default is what a job that does not say has (old journals and clients stay valid), and None means
+  "not set": None values are left off the wire;
+- ``check(raw) -> bool`` takes the value as YAML or msgpack gives it, before normalising, and accepts None
+  only if None may be sent explicitly; ``expected`` completes ``<job>.<field>: expected ...``;
+- ``normalise(raw)`` (optional) turns an accepted raw value into the field's type (split a string, ...);
+- ``example`` is a valid, non-default value, already normalised (the round-trip tests use it);
+- ``user=False`` marks a wire-only field that the loader or client fills in (``script``, ``project``).
+
+Then document it in README.md's YAML reference if users write it (a unit test compares the two). The
+YAML loader, ``TitanJob`` (which takes it as a keyword argument) and the wire pick it up with no edit;
+the broker, worker and scheduler only need edits to act on it. Cross-field rules (a file or a command)
+live in :func:`parse_job`.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
-from titan_zmq import defaults
+from titan_zmq import capabilities, defaults
 from titan_zmq.errors import InvalidRequest
 
 JOB_TYPES = ("run", "service")
 ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # safe in paths and PUB topics
+RULE = "titan_rule"  # the metadata key of a field's Rule
+
+Check = Callable[[Any], bool]
 
 
 @dataclass(frozen=True)
-class JobSpec:
-    id: str
-    file: str | None = None  # script name (for display and to pick the interpreter)
-    script: bytes | None = None  # inline script content shipped with the job
-    project: str | None = None  # id of a project archive (project mode); file is a path inside it
-    command: list[str] | None = None  # an argv to run directly instead of a file
-    args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    type: str = "run"
-    requirement: str = defaults.CAPABILITY
-    priority: int = 0
-    delay: float = 0.0
-    depends_on: list[str] = field(default_factory=list)
-    affinity: bool = False
-    retries: int = defaults.RETRIES
-    timeout: float | None = None
-    port: int | None = None
-    hitl_message: str | None = None
-    max_wait_seconds: float | None = None
+class Rule:
+    """How one job field is checked, normalised and documented."""
 
-    def to_wire(self) -> dict[str, Any]:
-        """The msgpack-ready map of the spec (fields that are None left out)."""
-        return {name: value for name in WIRE_FIELDS if (value := getattr(self, name)) is not None}
+    check: Check  # takes the raw value (YAML or msgpack), before normalising
+    expected: str  # completes "<job>.<field>: expected ..."
+    doc: str  # one line, for references
+    example: Any  # a valid non-default value, already normalised
+    normalise: Callable[[Any], Any] | None = None  # an accepted raw value -> the field's type
+    user: bool = True  # False: wire-only, set by the loader or client (no YAML key, no TitanJob argument)
 
 
-WIRE_FIELDS = tuple(f.name for f in fields(JobSpec))
+def rule(check: Check, expected: str, doc: str, *, example: Any,
+         normalise: Callable[[Any], Any] | None = None, user: bool = True) -> dict[str, Rule]:
+    """The ``field(metadata=...)`` of a JobSpec field."""
+    return {RULE: Rule(check, expected, doc, example, normalise, user)}
 
 
 def _int(v: Any) -> bool:
@@ -65,29 +78,8 @@ def _str_map(v: Any) -> bool:
     return isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
 
 
-# field -> (check, expected-type phrase)
-_FIELDS: dict[str, tuple[Any, str]] = {
-    "id": (lambda v: isinstance(v, str) and ID_PATTERN.fullmatch(v) is not None, "id of letters, digits, '_', '-', '.'"),
-    "file": (lambda v: isinstance(v, str) and v != "", "non-empty string"),
-    "script": (lambda v: isinstance(v, (bytes, str)), "bytes"),
-    "project": (lambda v: isinstance(v, str), "string"),
-    "command": (lambda v: (isinstance(v, str) and v.strip() != "") or (_str_list(v) and len(v) > 0),
-                "non-empty string or list of strings"),
-    "args": (lambda v: isinstance(v, str) or _str_list(v), "string or list of strings"),
-    "env": (_str_map, "map of string to string"),
-    "type": (lambda v: v in JOB_TYPES, "one of run, service"),
-    "requirement": (lambda v: isinstance(v, str) and v != "", "non-empty string"),
-    "priority": (_int, "integer"),
-    "delay": (lambda v: _num(v) and v >= 0, "non-negative number"),
-    "depends_on": (lambda v: isinstance(v, str) or _str_list(v), "list of job ids"),
-    "affinity": (lambda v: isinstance(v, bool), "boolean"),
-    "retries": (lambda v: _int(v) and v >= 0, "non-negative integer"),
-    "timeout": (lambda v: v is None or (_num(v) and v > 0), "positive number"),
-    "port": (lambda v: v is None or (_int(v) and 0 < v < 65536), "port number"),
-    "hitl_message": (lambda v: v is None or isinstance(v, str), "string"),
-    "max_wait_seconds": (lambda v: v is None or (_num(v) and v >= 0), "non-negative number"),
-}
-FIELD_NAMES = frozenset(_FIELDS)
+def _optional(check: Check) -> Check:
+    return lambda v: v is None or check(v)
 
 
 def split_args(value: str | list[str]) -> list[str]:
@@ -95,41 +87,137 @@ def split_args(value: str | list[str]) -> list[str]:
     return shlex.split(value) if isinstance(value, str) else list(value)
 
 
-def parse_job(raw: Any, where: str = "job") -> JobSpec:
+def _if_str(convert: Callable[[str], Any]) -> Callable[[Any], Any]:
+    return lambda v: convert(v) if isinstance(v, str) else v
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job as every part of titan-zmq sees it; the field list is the job schema (module docstring)."""
+
+    id: str = field(metadata=rule(
+        lambda v: isinstance(v, str) and ID_PATTERN.fullmatch(v) is not None,
+        "id of letters, digits, '_', '-', '.'", "required; unique in the run: letters, digits, _ - .",
+        example="train.v2_x-1"))
+    file: str | None = field(default=None, metadata=rule(
+        lambda v: isinstance(v, str) and v != "", "non-empty string",
+        "the script to run (relative to the YAML file); its name picks the interpreter", example="train.py"))
+    script: bytes | None = field(default=None, metadata=rule(
+        lambda v: isinstance(v, (bytes, str)), "bytes", "the script's content, shipped inline with the job",
+        example=b"print(1)", normalise=_if_str(str.encode), user=False))
+    project: str | None = field(default=None, metadata=rule(
+        lambda v: isinstance(v, str), "string",
+        "id of the project archive (project mode); file is a path in it",
+        example="ab" * 32, user=False))
+    command: list[str] | None = field(default=None, metadata=rule(
+        lambda v: (isinstance(v, str) and v.strip() != "") or (_str_list(v) and len(v) > 0),
+        "non-empty string or list of strings", "an argv to run instead of a file; a string is split by shlex",
+        example=["python", "-c", "print(1)"], normalise=_if_str(split_args)))
+    args: list[str] = field(default_factory=list, metadata=rule(
+        lambda v: isinstance(v, str) or _str_list(v), "string or list of strings",
+        "arguments; a string is split like a shell would (quotes respected)", example=["--n", "a b"],
+        normalise=split_args))
+    env: dict[str, str] = field(default_factory=dict, metadata=rule(
+        _str_map, "map of string to string", "extra environment variables", example={"MODE": "fast"}))
+    type: str = field(default="run", metadata=rule(
+        lambda v: v in JOB_TYPES, "one of run, service", "run | service", example="service"))
+    requirement: str = field(default=defaults.CAPABILITY, metadata=rule(
+        lambda v: isinstance(v, str) and v != "", "non-empty string",
+        "capability tag (GENERAL, GPU, HIGH_MEM, any tag); case-insensitive, as on workers",
+        example="GPU", normalise=capabilities.tag))
+    priority: int = field(default=0, metadata=rule(
+        _int, "integer", "higher first, FIFO among equals", example=5))
+    delay: float = field(default=0.0, metadata=rule(
+        lambda v: _num(v) and v >= 0, "non-negative number",
+        "seconds, counted from the moment the parents are done", example=2.5, normalise=float))
+    depends_on: list[str] = field(default_factory=list, metadata=rule(
+        lambda v: isinstance(v, str) or _str_list(v), "list of job ids",
+        "ids of the jobs that must complete first (a string is one id)", example=["prep"],
+        normalise=_if_str(lambda v: [v])))
+    affinity: bool = field(default=False, metadata=rule(
+        lambda v: isinstance(v, bool), "boolean", "run on the worker that ran the first parent (falls back)",
+        example=True))
+    retries: int = field(default=defaults.RETRIES, metadata=rule(
+        lambda v: _int(v) and v >= 0, "non-negative integer", "retries after the first attempt", example=0))
+    timeout: float | None = field(default=None, metadata=rule(
+        _optional(lambda v: _num(v) and v > 0), "positive number",
+        "seconds; the whole process group is killed after it", example=1.5))
+    port: int | None = field(default=None, metadata=rule(
+        _optional(lambda v: _int(v) and 0 < v < 65536), "port number", "the port a service listens on",
+        example=8080))
+    hitl_message: str | None = field(default=None, metadata=rule(
+        _optional(lambda v: isinstance(v, str)), "string", "approval gate: the question put to a human",
+        example="ok?"))
+    max_wait_seconds: float | None = field(default=None, metadata=rule(
+        _optional(lambda v: _num(v) and v >= 0), "non-negative number",
+        "approval gate: seconds to wait for an answer", example=10))
+
+    def to_wire(self) -> dict[str, Any]:
+        """The msgpack-ready map of the spec (fields that are None left out)."""
+        names = schema(type(self)).names
+        return {name: value for name in names if (value := getattr(self, name)) is not None}
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What the rest of titan-zmq derives from a spec class (see :func:`schema`)."""
+
+    fields: tuple[Field[Any], ...]  # in declaration order
+    rules: dict[str, Rule]
+    names: tuple[str, ...]
+    required: tuple[str, ...]  # fields without a default
+    user: frozenset[str]  # fields users write: YAML job keys, TitanJob arguments
+
+    def defaults(self) -> dict[str, Any]:
+        """A fresh default for every field that has one (new lists and maps each call)."""
+        out = {f.name: f.default for f in self.fields if f.default is not MISSING}
+        out.update({f.name: f.default_factory() for f in self.fields if f.default_factory is not MISSING})
+        return out
+
+
+def schema(spec: type[JobSpec] = JobSpec) -> Schema:
+    """The schema of a spec class: :class:`JobSpec`, or a subclass that adds fields (tests do)."""
+    found = _SCHEMAS.get(spec)
+    if found is None:
+        declared = fields(spec)
+        rules: dict[str, Rule] = {f.name: f.metadata[RULE] for f in declared}
+        found = _SCHEMAS[spec] = Schema(
+            fields=declared, rules=rules, names=tuple(rules),
+            required=tuple(f.name for f in declared if f.default is MISSING and f.default_factory is MISSING),
+            user=frozenset(name for name, r in rules.items() if r.user),
+        )
+    return found
+
+
+_SCHEMAS: dict[type[JobSpec], Schema] = {}  # derived once per spec class: parse_job and to_wire are hot
+
+
+def parse_job(raw: Any, where: str = "job", spec: type[JobSpec] = JobSpec) -> JobSpec:
     """Check one job map field by field; raise InvalidRequest naming the first bad field."""
     if not isinstance(raw, dict):
         raise InvalidRequest(f"{where}: expected a map of job fields, got {type(raw).__name__}")
+    s = schema(spec)
     for key in raw:
-        if key not in _FIELDS:
+        if key not in s.rules:
             raise InvalidRequest(f"{where}.{key}: unknown field")
-    if "id" not in raw:
-        raise InvalidRequest(f"{where}.id: required")
+    for key in s.required:
+        if key not in raw:
+            raise InvalidRequest(f"{where}.{key}: required")
+    data = {}
     for key, value in raw.items():
-        check, expected = _FIELDS[key]
-        if not check(value):
-            raise InvalidRequest(f"{where}.{key}: expected {expected}, got {value!r:.60}")
-    data = dict(raw)
-    name = data["id"]
+        r = s.rules[key]
+        if not r.check(value):
+            raise InvalidRequest(f"{where}.{key}: expected {r.expected}, got {value!r:.60}")
+        data[key] = value if r.normalise is None else r.normalise(value)
     if data.get("command") is None and data.get("file") is None:
-        raise InvalidRequest(f"{where} ({name}): needs a file or a command")
-    if isinstance(data.get("command"), str):
-        data["command"] = split_args(data["command"])
-    if isinstance(data.get("script"), str):
-        data["script"] = data["script"].encode()
-    for key in ("args", "depends_on"):
-        if isinstance(data.get(key), str):
-            data[key] = split_args(data[key]) if key == "args" else [data[key]]
-    if "delay" in data:
-        data["delay"] = float(data["delay"])
-    if "requirement" in data:
-        data["requirement"] = data["requirement"].upper()  # tags are case-insensitive, as on workers
-    return JobSpec(**data)
+        raise InvalidRequest(f"{where} ({data['id']}): needs a file or a command")
+    return spec(**data)
 
 
-def parse_jobs(raw: Any, where: str = "jobs") -> list[JobSpec]:
+def parse_jobs(raw: Any, where: str = "jobs", spec: type[JobSpec] = JobSpec) -> list[JobSpec]:
     if not isinstance(raw, list) or not raw:
         raise InvalidRequest(f"{where}: expected a non-empty list of jobs")
-    return [parse_job(item, f"{where}[{i}]") for i, item in enumerate(raw)]
+    return [parse_job(item, f"{where}[{i}]", spec) for i, item in enumerate(raw)]
 
 
 def validate_dag(jobs: list[JobSpec], existing: set[str] | frozenset[str] = frozenset()) -> None:
