@@ -121,7 +121,7 @@ Handler = Callable[[bytes, Message], bytes | None]  # a ROUTER request: (peer id
 
 
 def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    return bytes(msgpack.packb(value, use_bin_type=True))
 
 
 def unpack(data: bytes) -> Any:

@@ -9,6 +9,7 @@ so memory stays flat however much a job prints and reading a page never rescans 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -138,7 +139,8 @@ class LogStore:
         return f
 
 
-def _records(f: IO[bytes]):
+def _records(f: IO[bytes]) -> Iterator[Any]:
+    """The msgpack records of a log file, up to a torn tail."""
     unpacker = msgpack.Unpacker(f, raw=False, max_buffer_size=64 * 1024 * 1024)
     try:
         yield from unpacker

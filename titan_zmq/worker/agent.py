@@ -35,6 +35,12 @@ ANNOUNCE_AFTER = 0.02  # seconds an attempt runs before JOB_STARTED is sent (sho
 
 
 class WorkerAgent:
+    """One worker process: its link to the broker, the attempts it runs and the outcomes it still owes.
+
+    ``serve()`` runs the loop until ``stop()``; the loop never blocks on a job (output is read as it
+    comes, exits are noticed through pidfds) so heartbeats keep flowing.
+    """
+
     def __init__(
         self,
         broker: str = defaults.BROKER_ADDR,

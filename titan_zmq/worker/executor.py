@@ -57,6 +57,9 @@ class Finished:
 
 
 class Executor:
+    """Starts attempts as process groups and watches them: output read in batches, exits and
+    timeouts noticed, whole groups killed. No sockets: the agent moves what it produces."""
+
     def __init__(self, kill_grace: float = defaults.KILL_GRACE):
         self.kill_grace = kill_grace
         self.attempts: dict[AttemptKey, Attempt] = {}

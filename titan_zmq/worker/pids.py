@@ -24,7 +24,7 @@ COMPACT_BYTES = 1 << 20  # rewrite the file with only the live entries once it g
 
 def _create_time(pid: int) -> float | None:
     try:
-        return psutil.Process(pid).create_time()
+        return float(psutil.Process(pid).create_time())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
