@@ -17,7 +17,7 @@ from titan_zmq.protocol import unpack
 from titan_zmq.states import JobState, RunState
 from titan_zmq.store.client import StoreClient
 
-log = logging.getLogger("titan.broker")
+log = logging.getLogger(__name__)
 
 
 def load_runs(store: StoreClient) -> list[RunRecord]:
