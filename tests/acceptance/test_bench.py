@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_bench_quick_smallest_scenario_runs_and_reports(tmp_path: Path):
