@@ -80,7 +80,7 @@ def print_status(st: dict[str, Any]) -> None:
 @click.option("--slots", default=defaults.SLOTS, show_default=True, help="Slots per worker.")
 @click.option("--data-dir", default=".titan", show_default=True, help="Store, logs and workspaces go here.")
 @click.option("--base-port", default=defaults.BROKER_PORT, show_default=True,
-              help="Broker on P, PUB on P+1, store on P+2 (UI later on P+3).")
+              help="Broker on P, PUB on P+1, store on P+2 (UI later on P+3); 0 picks free ports.")
 def up(workers: int, slots: int, data_dir: str, base_port: int) -> None:
     """Start a local cluster (store, broker, N workers) until Ctrl-C."""
     cluster = LocalCluster(Path(data_dir), base_port=base_port, workers=workers, slots=slots)

@@ -2,41 +2,41 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from client.api import TitanClient
 from titan_zmq.errors import BrokerUnavailable, TitanError
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+PORTS = 4  # broker, PUB, store, (UI): P..P+3
+PORT_ATTEMPTS = 5  # times an auto-picked block of ports is replaced after a bind clash
+ADDR_IN_USE = os.strerror(errno.EADDRINUSE)  # how a component's log says its port was taken
 
 
-def free_base_port(count: int = 4) -> int:
-    """A base port P with P..P+count-1 all free right now."""
+def _candidate_base_port(host: str, count: int = PORTS) -> int:
+    """A base port P with P..P+count-1 free *right now*: only a guess, as anything may bind them
+    before our components do, so whoever uses it retries on a clash (:meth:`LocalCluster.wait_ready`)."""
     for _ in range(200):
-        base = free_port()
+        with socket.socket() as s:
+            s.bind((host, 0))
+            base = int(s.getsockname()[1])
         if base + count >= 65535:
             continue
-        ok = True
-        for p in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
+        try:
+            for p in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind((host, p))
+        except OSError:
+            continue
+        return base
     raise TitanError("no free block of ports found")
 
 
@@ -46,10 +46,12 @@ class Proc:
     argv: list[str]
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
+    log_start: int = 0  # offset in log_path where this run's output begins
 
     def start(self, env: dict[str, str] | None = None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
+        self.log_start = log.tell()
         self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       start_new_session=True, env=env)
         log.close()
@@ -58,6 +60,12 @@ class Proc:
     def pid(self) -> int:
         assert self.popen is not None
         return self.popen.pid
+
+    def output(self) -> str:
+        """What this run of the process logged (earlier runs share the file)."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_start)
+            return f.read().decode(errors="replace")
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -90,10 +98,15 @@ class Proc:
 
 @dataclass
 class LocalCluster:
-    """Store, broker and workers as real local processes on ports P, P+1, P+2 (P free by default).
+    """Store, broker and workers as real local processes on ports P, P+1, P+2.
 
-    Each component can be started, killed (``procs[name].kill()``, a crash) and started again alone;
-    ``stop()`` ends them all, workers first.
+    With ``base_port`` 0 (the default) P is picked among free ports, and if another process binds
+    one of them before the store or broker does, :meth:`wait_ready` starts everything again on a
+    new block (the components bind, so only they can tell; a port probed free can be taken before
+    they start).  An explicit ``base_port`` is used as given.
+
+    Each component can be started, killed (``procs[name].kill()``, a crash) and started again alone
+    on the same ports; ``stop()`` ends them all, workers first.
     """
 
     data_dir: Path
@@ -104,11 +117,14 @@ class LocalCluster:
     broker_args: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
     procs: dict[str, Proc] = field(default_factory=dict)
+    # how each component was started, to start it again on new ports after a bind clash
+    _starts: dict[str, Callable[[], Proc]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
-        if not self.base_port:
-            self.base_port = free_base_port()
+        self._auto_ports = not self.base_port
+        if self._auto_ports:
+            self.base_port = _candidate_base_port(self.host)
 
     @property
     def broker_addr(self) -> str:
@@ -135,15 +151,18 @@ class LocalCluster:
         return self
 
     def start_store(self, extra: list[str] | None = None) -> Proc:
+        self._starts["store"] = lambda: self.start_store(extra)
         return self._start("store", self._py(
             "titan_zmq.store", "--bind", self.store_addr, "--data-dir", str(self.data_dir / "store"), *(extra or [])))
 
     def start_broker(self) -> Proc:
+        self._starts["broker"] = self.start_broker
         return self._start("broker", self._py(
             "titan_zmq.broker", "--bind", self.broker_addr, "--pub", self.pub_addr, "--store", self.store_addr,
             "--data-dir", str(self.data_dir / "broker"), *self.broker_args))
 
     def start_worker(self, name: str, caps: list[str] | None = None, slots: int | None = None) -> Proc:
+        self._starts[name] = lambda: self.start_worker(name, caps, slots)
         argv = self._py("titan_zmq.worker", "--broker", self.broker_addr, "--slots", str(slots or self.slots),
                         "--workspace", str(self.data_dir / "work"), "--name", name)
         for cap in caps or []:
@@ -164,16 +183,38 @@ class LocalCluster:
         return TitanClient(self.broker_addr, timeout=timeout)
 
     def wait_ready(self, workers: int, timeout: float = 30.0) -> None:
-        """Wait until the broker answers and ``workers`` workers are registered."""
+        """Wait until the broker answers and ``workers`` workers are registered.
+
+        When the ports were picked here and the store or broker could not bind one (another
+        process took it first), everything started so far is started again on a new block.
+        """
+        for _ in range(PORT_ATTEMPTS):
+            if self._wait_ready(workers, timeout):
+                self._auto_ports = False  # the ports are ours now; restarts reuse them
+                return
+            clash = self.base_port
+            self.stop()
+            self.base_port = _candidate_base_port(self.host)
+            print(f"titan: a port of block {clash} was taken first; starting again on {self.base_port}",
+                  file=sys.stderr)
+            for name, start in list(self._starts.items()):
+                if name in self.procs:
+                    start()
+        raise TitanError(f"ports kept being taken; {PORT_ATTEMPTS} blocks tried")
+
+    def _wait_ready(self, workers: int, timeout: float) -> bool:
+        """True once ready; False when a port clash calls for new ports; raises on anything else."""
         deadline = time.monotonic() + timeout
         with self.client(timeout=2.0) as c:
             while True:
                 for proc in self.procs.values():
                     if proc.popen is not None and proc.popen.poll() is not None:
+                        if self._auto_ports and proc.name in ("store", "broker") and ADDR_IN_USE in proc.output():
+                            return False
                         raise TitanError(f"{proc.name} exited with {proc.popen.returncode}; see {proc.log_path}")
                 try:
                     if len(c.workers()) >= workers:
-                        return
+                        return True
                 except BrokerUnavailable:
                     pass
                 if time.monotonic() > deadline:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 import os
-import time
 from typing import Any
 from urllib.parse import urlparse
 
 import zmq
 
-from titan_zmq import defaults
-from titan_zmq.errors import BrokerUnavailable, from_reply
-from titan_zmq.protocol import Message, Op, ProtocolError, decode, encode
+from titan_zmq import defaults, sockets
+from titan_zmq.errors import BrokerUnavailable, TitanError
+from titan_zmq.protocol import Message, Op
+from titan_zmq.reqlink import RequestLink
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -23,47 +22,23 @@ def broker_address(address: str | None = None) -> str:
 
 
 class Connection:
-    """One DEALER socket; not thread-safe (use one client per thread)."""
+    """A request link to the broker plus its PUB address; not thread-safe (use one client per thread)."""
 
     def __init__(self, address: str, timeout: float = defaults.REQUEST_TIMEOUT):
         self.address = address
         self.timeout = timeout
-        self.ctx: zmq.Context = zmq.Context.instance()
-        self._rid = itertools.count(1)
-        self._sock: zmq.Socket | None = None
+        self._link = RequestLink(address, timeout, self._unavailable)
+        self.ctx = self._link.ctx
         self._pub: str | None = None
 
-    def _socket(self) -> zmq.Socket:
-        if self._sock is None:
-            sock = self.ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self.address)
-            self._sock = sock
-        return self._sock
+    def _unavailable(self, op: Op, wait: float) -> TitanError:
+        return BrokerUnavailable(
+            f"no answer from the broker at {self.address} within {wait:g}s (is it running? set --broker or TITAN_BROKER)"
+        )
 
     def request(self, op: Op, body: dict[str, Any] | None = None, timeout: float | None = None) -> Message:
         """Send one request and wait for the reply carrying its request id."""
-        rid = next(self._rid)
-        sock = self._socket()
-        sock.send(encode(op, {**(body or {}), "rid": rid}))
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sock.poll(int(left * 1000) + 1):
-                self.reset()
-                raise BrokerUnavailable(
-                    f"no answer from the broker at {self.address} within {self.timeout if timeout is None else timeout:g}s"
-                    " (is it running? set --broker or TITAN_BROKER)"
-                )
-            try:
-                msg = decode(sock.recv())
-            except ProtocolError:
-                continue
-            if msg.rid != rid:
-                continue  # the late answer to a request that timed out earlier
-            if msg.is_error:
-                raise from_reply(str(msg.body.get("code", "internal")), str(msg.body.get("message", "error")))
-            return msg
+        return self._link.request(op, body, self.timeout if timeout is None else timeout)
 
     def pub_address(self) -> str:
         """The broker's PUB address, as reachable from here."""
@@ -85,18 +60,11 @@ class Connection:
 
     def subscribe(self, *topics: str) -> zmq.Socket:
         """A SUB socket on the broker's PUB, subscribed to ``topics`` (prefixes)."""
-        sock = self.ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, 2000)  # a slow reader loses live lines, then fills the gap by GET_LOGS
-        for topic in topics:
-            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        sock.connect(self.pub_address())
-        return sock
+        return sockets.sub(self.ctx, self.pub_address(), topics)
 
     def reset(self) -> None:
-        if self._sock is not None:
-            self._sock.close(0)
-            self._sock = None
+        """Drop the socket (the next request opens a new one) and forget the PUB address."""
+        self._link.reset()
         self._pub = None
 
     def close(self) -> None:

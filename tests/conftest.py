@@ -1,20 +1,13 @@
-"""Fixtures shared by every tier: real clusters on free ports, always torn down."""
+"""Fixtures shared by every tier: real clusters on free ports, always torn down (helpers: tests/helpers.py)."""
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
-import yaml
 
 from client.cluster import LocalCluster
-
-REPO = Path(__file__).resolve().parent.parent
-PIPELINES = REPO / "pipelines"
 
 
 @pytest.fixture
@@ -48,69 +41,3 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 def client(cluster: LocalCluster) -> Iterator[Any]:
     with cluster.client() as c:
         yield c
-
-
-def write_pipeline(folder: Path, doc: dict[str, Any], scripts: dict[str, str] | None = None) -> Path:
-    """Write a YAML pipeline and its scripts into ``folder``; returns the YAML path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in (scripts or {}).items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    path = folder / f"{doc['name']}.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-# A script that records its start and end (with the attempt) in the run's shared directory.
-RECORD_PY = """
-import os, sys, time
-name = sys.argv[1]
-secs = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
-shared = os.environ["TITAN_SHARED_DIR"]
-def note(what):
-    with open(os.path.join(shared, "events.log"), "a") as f:
-        f.write(f"{name} {what} {time.time():.6f} {os.environ['TITAN_ATTEMPT']} {os.environ.get('TITAN_WORKER')}\\n")
-note("start")
-print(f"{name} running", flush=True)
-time.sleep(secs)
-note("end")
-"""
-
-
-def events(cluster: LocalCluster, run_id: str) -> list[tuple[str, str, float, int, str]]:
-    """The (name, start|end, time, attempt, worker) records a run's RECORD_PY jobs left."""
-    path = cluster.data_dir / "work" / "runs" / run_id / "shared" / "events.log"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        name, what, ts, attempt, worker = line.split()
-        out.append((name, what, float(ts), int(attempt), worker))
-    return out
-
-
-def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def job_state(client: Any, run_id: str, job_id: str) -> str:
-    return str(client.status(run_id)["jobs"][job_id]["state"])
-
-
-def process_gone(pid: int) -> bool:
-    """True once `pid` has exited (a zombie counts: it runs nothing). Never races with the exit itself."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True

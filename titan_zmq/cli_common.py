@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
+from types import FrameType
+
+log = logging.getLogger(__name__)
 
 
 def setup_logging(level: str) -> None:
@@ -16,5 +19,10 @@ def setup_logging(level: str) -> None:
 
 def on_stop_signals(stop: Callable[[], None]) -> None:
     """Call ``stop`` on SIGTERM and SIGINT so the loop ends cleanly."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop())
+        signal.signal(sig, handler)

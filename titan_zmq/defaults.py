@@ -17,6 +17,10 @@ STORE_ADDR = f"tcp://{HOST}:{STORE_PORT}"
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # frames with a larger body are refused with an ERROR reply
 
+PUB_HWM = 2000  # events queued per slow subscriber before they are dropped (followers fill gaps by GET_LOGS)
+SUB_HWM = 2000  # events a slow reader (logs -f, wait) buffers before it loses live lines and refills by GET_LOGS
+WORKER_SNDHWM = 200  # frames queued towards the broker before the worker holds job output back
+
 HEARTBEAT_INTERVAL = 1.0  # seconds between heartbeats when a link is otherwise idle
 HEARTBEAT_LIVENESS = 3  # missed intervals before a peer counts as dead
 RECONNECT_MIN = 1.0  # worker reconnect backoff starts here...

@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def bench(tmp_path: Path, *scenarios: str) -> tuple[dict[str, Any], str]:

@@ -13,8 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from client.cluster import free_base_port
-from tests.conftest import PIPELINES, REPO, process_gone, wait_until, write_pipeline
+from tests.helpers import PIPELINES, REPO, process_gone, wait_until, write_pipeline
 
 TITAN = [sys.executable, "-m", "client.cli"]
 
@@ -93,12 +92,18 @@ def test_errors_are_clear_messages_not_tracebacks(cluster, tmp_path: Path):
 
 
 def test_titan_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path: Path):
-    base = free_base_port()
-    proc = subprocess.Popen([*TITAN, "up", "--workers", "2", "--data-dir", str(tmp_path), "--base-port", str(base)],
+    proc = subprocess.Popen([*TITAN, "up", "--workers", "2", "--data-dir", str(tmp_path), "--base-port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
                             start_new_session=True)
     try:
-        broker = f"tcp://127.0.0.1:{base}"
+        assert proc.stdout is not None
+        seen = ""
+        for line in proc.stdout:  # the addresses are printed once the cluster is up on the ports it got
+            seen += line
+            if line.startswith("broker  "):
+                break
+        assert seen.endswith("\n") and seen.splitlines()[-1].startswith("broker  "), seen
+        broker = seen.splitlines()[-1].split()[1]
         wait_until(lambda: titan("workers", "--json", broker=broker, timeout=30).returncode == 0
                    and len(json.loads(titan("workers", "--json", broker=broker).stdout)) == 2,
                    timeout=30, interval=0.3, what="titan up to be ready")
@@ -107,8 +112,8 @@ def test_titan_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path: Path)
         out = titan("run", str(PIPELINES / "diamond" / "diamond.yaml"), "--wait", broker=broker)
         assert out.returncode == 0, out.stdout + out.stderr
         proc.send_signal(signal.SIGTERM)
-        text, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0
+        text = seen + proc.stdout.read()
+        assert proc.wait(timeout=30) == 0
         assert f"broker  {broker}" in text and "cluster stopped" in text
         time.sleep(0.2)
         assert all(process_gone(c.pid) for c in children)

@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from client import TitanJob
-from tests.conftest import write_pipeline
+from tests.helpers import write_pipeline
 from titan_zmq.errors import BrokerUnavailable, InvalidRequest, NotFound, PipelineError
 from titan_zmq.protocol import HEADER, Op, decode, encode
 
@@ -152,9 +152,9 @@ def test_unknown_run_and_job_ids_are_not_found(client):
 
 def test_unreachable_broker_is_reported_not_hung_on():
     from client import TitanClient
-    from client.cluster import free_port
+    from tests.helpers import reserved_port
 
-    with TitanClient(f"tcp://127.0.0.1:{free_port()}", timeout=1.0) as c:
+    with reserved_port() as port, TitanClient(f"tcp://127.0.0.1:{port}", timeout=1.0) as c:
         with pytest.raises(BrokerUnavailable, match="no answer from the broker"):
             c.status("x")
 
@@ -165,7 +165,7 @@ def test_struct_header_is_the_documented_layout():
 
 
 def test_a_second_live_worker_with_the_same_name_is_refused(make_cluster):
-    from tests.conftest import wait_until
+    from tests.helpers import wait_until
 
     cluster = make_cluster(workers=1)
     with cluster.client() as c:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from client.cluster import LocalCluster
-from tests.conftest import RECORD_PY, events, write_pipeline
+from tests.helpers import RECORD_PY, events, write_pipeline
 
 pytestmark = pytest.mark.slow
 

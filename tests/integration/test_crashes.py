@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from client import TitanJob
-from tests.conftest import RECORD_PY, events, job_state, process_gone, wait_until, write_pipeline
+from tests.helpers import RECORD_PY, events, job_state, process_gone, wait_until, write_pipeline
 from titan_zmq.errors import StoreUnavailable
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from tests.conftest import PIPELINES, RECORD_PY, events, write_pipeline
+from tests.helpers import PIPELINES, RECORD_PY, events, write_pipeline
 
 
 def test_diamond_sink_starts_after_both_branches_and_each_job_runs_once(cluster, client, tmp_path: Path):

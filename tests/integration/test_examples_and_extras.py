@@ -9,7 +9,7 @@ import pytest
 
 from client import TitanJob
 from client.cluster import LocalCluster
-from tests.conftest import PIPELINES
+from tests.helpers import PIPELINES
 from titan_zmq.store.client import StoreClient
 
 EXAMPLES = sorted(PIPELINES.glob("*/*.yaml"))

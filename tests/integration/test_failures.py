@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.conftest import job_state, process_gone, wait_until, write_pipeline
+from tests.helpers import job_state, process_gone, wait_until, write_pipeline
 
 FAIL_PY = """
 import os, sys

@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 
 from client import TitanClient
-from tests.conftest import write_pipeline
+from tests.helpers import write_pipeline
 
 
 def test_100k_lines_all_returned_in_order_with_bounded_memory(make_cluster, tmp_path: Path):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from client.cluster import LocalCluster, free_base_port
-from tests.conftest import RECORD_PY, job_state, wait_until, write_pipeline
+from client.cluster import LocalCluster
+from tests.helpers import RECORD_PY, job_state, wait_until, write_pipeline
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 
@@ -49,7 +49,7 @@ def netns() -> Iterator[tuple[str, str, str]]:
 @pytest.mark.timeout(180)
 def test_cut_off_worker_job_is_requeued_and_its_stale_execution_is_not_recorded(netns, tmp_path: Path):
     ns, host_if, host_ip = netns
-    cluster = LocalCluster(tmp_path / "cluster", base_port=free_base_port(), workers=0, host=host_ip)
+    cluster = LocalCluster(tmp_path / "cluster", workers=0, host=host_ip)
     try:
         cluster.start()
         cluster._start("nsworker", ["ip", "netns", "exec", ns, *cluster._py(

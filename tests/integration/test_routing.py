@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from client import TitanJob
-from tests.conftest import RECORD_PY, events, job_state, wait_until, write_pipeline
+from tests.helpers import RECORD_PY, events, job_state, wait_until, write_pipeline
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import zmq
 
+from tests.helpers import port_guess
 from titan_zmq import protocol
 from titan_zmq.errors import InvalidRequest, RemoteError, StoreUnavailable
 from titan_zmq.protocol import ErrorCode, Flag, Op
@@ -23,24 +24,42 @@ from titan_zmq.store.aof import AOF
 from titan_zmq.store.client import StoreClient
 
 START_TIMEOUT = 15.0
+PORT_ATTEMPTS = 5  # port guesses tried before a test gives up on binding
+ADDR_IN_USE = os.strerror(errno.EADDRINUSE)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def wait_up(proc: subprocess.Popen[bytes], client: StoreClient, log: Path, since: int) -> bool:
+    """Wait until the store answers (True) or exits because its port was taken first (False)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            text = log.read_bytes()[since:].decode(errors="replace")
+            if proc.returncode == 1 and ADDR_IN_USE in text:
+                return False
+            raise AssertionError(f"store exited with {proc.returncode}:\n{text}")
+        try:
+            client.ping(timeout=0.2)
+            return True
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"store did not answer within {START_TIMEOUT}s:\n{log.read_text()}") from None
 
 
 class StoreProcess:
-    """One store subprocess on a fixed port and data dir; restartable."""
+    """One store subprocess on a fixed port and data dir; restartable.
+
+    The port is a guess until the first start binds it; if something took it first, that start
+    moves to another guess.  Later starts reuse it (a test that restarts the store needs it)."""
 
     def __init__(self, data_dir: Path, log_path: Path):
         self.data_dir = data_dir
         self.log_path = log_path
-        self.addr = f"tcp://127.0.0.1:{free_port()}"
+        self.addr = f"tcp://127.0.0.1:{port_guess()}"
+        self.bound = False  # whether a start has bound the port: from then on the address is fixed
         self.proc: subprocess.Popen[bytes] | None = None
 
     def spawn(self, *extra: str) -> subprocess.Popen[bytes]:
+        self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -60,22 +79,22 @@ class StoreProcess:
 
     def start(self, *extra: str) -> StoreClient:
         """Spawn and wait until it answers a ping; return a connected client."""
-        proc = self.spawn(*extra)
-        client = StoreClient(self.addr, timeout=5.0)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                client.close()
-                raise AssertionError(f"store exited with {proc.returncode}:\n{self.log()}")
+        for _ in range(PORT_ATTEMPTS):
+            proc = self.spawn(*extra)
+            client = StoreClient(self.addr, timeout=5.0)
             try:
-                client.ping(timeout=0.2)
+                up = wait_up(proc, client, self.log_path, self.log_start)
+            except BaseException:
+                client.close()
+                raise
+            if up:
+                self.bound = True
                 return client
-            except StoreUnavailable:
-                if time.monotonic() > deadline:
-                    client.close()
-                    raise AssertionError(
-                        f"store did not answer within {START_TIMEOUT}s:\n{self.log()}"
-                    ) from None
+            client.close()
+            if self.bound:
+                raise AssertionError(f"the store's port {self.addr} was taken between restarts")
+            self.addr = f"tcp://127.0.0.1:{port_guess()}"
+        raise AssertionError(f"no free port for the store after {PORT_ATTEMPTS} guesses")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -395,6 +414,8 @@ def test_compaction_keeps_all_data(store: StoreProcess) -> None:
 
 def test_client_times_out_and_recovers(tmp_path: Path) -> None:
     store = StoreProcess(tmp_path / "data", tmp_path / "store.log")
+    store.start().close()  # bind the port once, so the restart below gets it back
+    store.stop()
     client = StoreClient(store.addr, timeout=0.3)
     try:
         start = time.monotonic()
@@ -420,16 +441,19 @@ def test_help_lists_env_vars() -> None:
 
 
 def test_env_fallbacks(tmp_path: Path) -> None:
-    port = free_port()
-    env = dict(
-        os.environ,
-        TITAN_STORE_BIND=f"tcp://127.0.0.1:{port}",
-        TITAN_DATA_DIR=str(tmp_path / "d"),
-        TITAN_FSYNC="everysec",
-    )
-    with open(tmp_path / "store.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "titan_zmq.store"], env=env, stderr=log)
-    client = StoreClient(f"tcp://127.0.0.1:{port}", timeout=10)
+    log_path = tmp_path / "store.log"
+    for _ in range(PORT_ATTEMPTS):
+        addr = f"tcp://127.0.0.1:{port_guess()}"
+        env = dict(os.environ, TITAN_STORE_BIND=addr, TITAN_DATA_DIR=str(tmp_path / "d"), TITAN_FSYNC="everysec")
+        since = log_path.stat().st_size if log_path.exists() else 0
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "titan_zmq.store"], env=env, stderr=log)
+        client = StoreClient(addr, timeout=10)
+        if wait_up(proc, client, log_path, since):
+            break
+        client.close()
+    else:
+        raise AssertionError(f"no free port for the store after {PORT_ATTEMPTS} guesses")
     try:
         assert client.stats()["fsync"] == "everysec"
         client.set("k", "v")

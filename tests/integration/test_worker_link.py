@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import zmq
 
-from client.cluster import free_port
 from titan_zmq.protocol import Flag, Message, Op, decode, encode
 
 REPO = Path(__file__).parents[2]
@@ -25,8 +24,7 @@ class FakeBroker:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.addr = f"tcp://127.0.0.1:{free_port()}"
-        self.sock.bind(self.addr)
+        self.addr = f"tcp://127.0.0.1:{self.sock.bind_to_random_port('tcp://127.0.0.1')}"
         self.worker: bytes | None = None
 
     def send(self, op: Op, body: dict[str, Any], flags: int = 0) -> None:

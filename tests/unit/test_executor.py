@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import process_gone
+from tests.helpers import process_gone
 from titan_zmq import defaults
 from titan_zmq.worker.executor import Executor, Finished
 

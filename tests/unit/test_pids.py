@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import process_gone, wait_until
+from tests.helpers import process_gone, wait_until
 from titan_zmq.worker import pids
 from titan_zmq.worker.pids import PidRegistry, live_entries
 

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from client.cluster import free_port
 from titan_zmq.broker.publisher import EventPublisher
 from titan_zmq.protocol import decode
 
@@ -16,8 +15,8 @@ from titan_zmq.protocol import decode
 @pytest.fixture
 def pub() -> Iterator[tuple[zmq.Context, EventPublisher, str]]:
     ctx = zmq.Context()
-    addr = f"tcp://127.0.0.1:{free_port()}"
-    events = EventPublisher(ctx, addr)
+    events = EventPublisher(ctx, "tcp://127.0.0.1:*")  # the OS picks the port as it binds: no race
+    addr = events.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
     yield ctx, events, addr
     events.close()
     ctx.term()

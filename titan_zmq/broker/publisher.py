@@ -12,17 +12,13 @@ from typing import Any
 
 import zmq
 
+from titan_zmq import sockets
 from titan_zmq.protocol import Op, encode
-
-PUB_HWM = 2000  # messages queued per slow subscriber before they are dropped (followers fill gaps by GET_LOGS)
 
 
 class EventPublisher:
     def __init__(self, ctx: zmq.Context, addr: str):
-        self.sock = ctx.socket(zmq.XPUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDHWM, PUB_HWM)
-        self.sock.bind(addr)
+        self.sock = sockets.xpub(ctx, addr)
         self.prefixes: set[bytes] = set()  # prefixes at least one subscriber listens to
 
     def wanted(self, topic: str) -> bool:

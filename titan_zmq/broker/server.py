@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import zmq
 
-from titan_zmq import defaults, events
+from titan_zmq import defaults, events, sockets
 from titan_zmq.broker import recovery
 from titan_zmq.broker.api import ClientApi
 from titan_zmq.broker.blobs import BlobCache
@@ -58,11 +58,7 @@ class Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.max_body = max_body
         self.ctx = zmq.Context()
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.router.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.MAXMSGSIZE, max_body + 64)
-        self.router.bind(bind)
+        self.router = sockets.router(self.ctx, bind, max_body)
         self.events = EventPublisher(self.ctx, pub)
         self.store = StoreClient(store, timeout=store_timeout)
         self.sched = Scheduler(retry_backoff=retry_backoff)

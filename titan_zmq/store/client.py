@@ -1,25 +1,20 @@
 """StoreClient: the broker's (and tools') blocking client for the store's REP socket.
 
-A DEALER socket sends ``[b"", frame]`` so the REP side sees an ordinary request; every
-request carries a fresh ``rid`` and replies with any other rid (left over from an
-earlier request) are discarded.  A request that gets no reply within ``timeout``
-closes and recreates the socket (so nothing stale is queued) and raises
+A :class:`~titan_zmq.reqlink.RequestLink` with the REQ envelope (``[b"", frame]``), so the REP
+side sees an ordinary request; stale and undecodable replies are dropped there.  A request that
+gets no reply within ``timeout`` drops the socket (so nothing stale is queued) and raises
 :class:`~titan_zmq.errors.StoreUnavailable`.  Not thread-safe: one client per thread.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
-import time
 from typing import Any
 
 import zmq
 
-from titan_zmq import defaults, errors, protocol
+from titan_zmq import defaults, errors
 from titan_zmq.protocol import Op
-
-log = logging.getLogger(__name__)
+from titan_zmq.reqlink import RequestLink
 
 Value = bytes | str
 
@@ -36,52 +31,19 @@ class StoreClient:
     ):
         self.addr = addr
         self.timeout = timeout
-        self._context = context or zmq.Context.instance()
-        self._rids = itertools.count(1)
-        self._socket: zmq.Socket | None = None
-        self._connect()
+        self._link: RequestLink | None = RequestLink(
+            addr, timeout, self._unavailable, envelope=True, context=context)
 
-    def _connect(self) -> None:
-        self._socket = self._context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.connect(self.addr)
-
-    def _reset(self) -> None:
-        if self._socket is not None:
-            self._socket.close(linger=0)
-        self._connect()
+    def _unavailable(self, op: Op, wait: float) -> errors.TitanError:
+        return errors.StoreUnavailable(f"the store at {self.addr} did not answer {op.name} within {wait:g}s")
 
     def request(
         self, op: Op, body: dict[str, Any] | None = None, timeout: float | None = None
     ) -> dict[str, Any]:
         """Send one request and return the reply body; raise on ERROR or timeout."""
-        if self._socket is None:
+        if self._link is None:
             raise errors.TitanError("the store client is closed")
-        rid = next(self._rids)
-        self._socket.send_multipart([b"", protocol.encode(op, {**(body or {}), "rid": rid})])
-        wait = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + wait
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._socket.poll(max(1, int(remaining * 1000)), zmq.POLLIN):
-                self._reset()
-                raise errors.StoreUnavailable(
-                    f"the store at {self.addr} did not answer {op.name} within {wait:g}s"
-                )
-            parts = self._socket.recv_multipart()
-            if len(parts) != 2 or parts[0] != b"":
-                log.warning("discarding a malformed reply of %d frames from the store", len(parts))
-                continue
-            try:
-                reply = protocol.decode(parts[1])
-            except protocol.ProtocolError as exc:
-                log.warning("discarding an undecodable reply from the store: %s", exc.message)
-                continue
-            if reply.rid != rid:
-                continue  # a reply to a request we already gave up on
-            if reply.is_error:
-                raise errors.from_reply(str(reply.body.get("code")), str(reply.body.get("message")))
-            return reply.body
+        return self._link.request(op, body, self.timeout if timeout is None else timeout).body
 
     # -- operations ----------------------------------------------------------------
 
@@ -149,9 +111,9 @@ class StoreClient:
         self.request(Op.STOP)
 
     def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close(linger=0)
-            self._socket = None
+        if self._link is not None:
+            self._link.reset()
+            self._link = None
 
     def __enter__(self) -> StoreClient:
         return self

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import zmq
 
-from titan_zmq import defaults, protocol
+from titan_zmq import defaults, protocol, sockets
 from titan_zmq.protocol import ErrorCode
 from titan_zmq.store.service import StoreService
 
@@ -47,16 +47,17 @@ class StoreServer:
         )
         self._own_context = context is None
         self.context = context or zmq.Context()
-        self.socket = self.context.socket(zmq.REP)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        try:
-            self.socket.bind(bind)
-        except zmq.ZMQError:
-            self.close()
-            raise
         self._stop_requested = False
+        try:
+            # a blocking recv with a timeout: one call per request, and the loop still wakes for timers
+            self.socket = sockets.rep(self.context, bind, recv_timeout_ms=POLL_MS)
+        except zmq.ZMQError:
+            self.service.close()
+            if self._own_context:
+                self.context.term()
+            raise
 
-    def request_stop(self) -> None:
+    def stop(self) -> None:
         """Ask the loop to exit after the current request (safe from a signal handler)."""
         self._stop_requested = True
 
@@ -65,22 +66,24 @@ class StoreServer:
         """True when the loop stopped because the journal could not be written."""
         return self.service.failed
 
-    def serve_forever(self) -> None:
-        """Serve until STOP, :meth:`request_stop` or a journal failure."""
-        self.socket.setsockopt(zmq.RCVTIMEO, POLL_MS)  # a blocking recv with a timeout: one call per request
+    def serve(self) -> None:
+        """Serve until STOP, :meth:`stop` or a journal failure, then :meth:`close`."""
         log.info("titan-store listening on %s (fsync=%s)", self.bind, self.service.aof.fsync)
-        while not (self._stop_requested or self.service.stopped):
-            try:
-                parts = self.socket.recv_multipart()
-            except zmq.Again:
-                parts = None
-            except zmq.ZMQError as exc:
-                if exc.errno == errno.EINTR:  # a signal (SIGTERM) arrived: look at the stop flag
-                    continue
-                raise
-            if parts is not None:
-                self.socket.send(self._answer(parts))
-            self.service.tick()
+        try:
+            while not (self._stop_requested or self.service.stopped):
+                try:
+                    parts = self.socket.recv_multipart()
+                except zmq.Again:
+                    parts = None
+                except zmq.ZMQError as exc:
+                    if exc.errno == errno.EINTR:  # a signal (SIGTERM) arrived: look at the stop flag
+                        continue
+                    raise
+                if parts is not None:
+                    self.socket.send(self._answer(parts))
+                self.service.tick()
+        finally:
+            self.close()
 
     def _answer(self, parts: list[bytes]) -> bytes:
         if len(parts) != 1:
@@ -98,7 +101,7 @@ class StoreServer:
         self.service.close()
         if not self.socket.closed:
             self.socket.close(linger=STOP_LINGER_MS)
-        if self._own_context:
+        if self._own_context and not self.context.closed:
             self.context.term()
 
     def __enter__(self) -> StoreServer:

@@ -21,7 +21,7 @@ from typing import Any
 
 import zmq
 
-from titan_zmq import defaults
+from titan_zmq import defaults, sockets
 from titan_zmq.attempt import AttemptKey, attempts_from_wire
 from titan_zmq.capabilities import normalise
 from titan_zmq.protocol import ErrorCode, Message, Op, ProtocolError, decode, encode
@@ -29,7 +29,7 @@ from titan_zmq.worker.executor import Executor, Finished
 from titan_zmq.worker.pids import PidRegistry
 from titan_zmq.worker.workspace import Workspace
 
-log = logging.getLogger("titan.worker")
+log = logging.getLogger(__name__)
 REAP_INTERVAL = 1.0  # seconds between sweeps for orphans of dead workers on this host
 ANNOUNCE_AFTER = 0.02  # seconds an attempt runs before JOB_STARTED is sent (shorter ones only complete)
 
@@ -90,11 +90,8 @@ class WorkerAgent:
     def connect(self) -> None:
         if self.sock is not None:
             self.sock.close(0)
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.IDENTITY, b"w-" + secrets.token_bytes(8))  # never reuse identities
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDHWM, 200)
-        self.sock.connect(self.broker)
+        self.sock = sockets.dealer(self.ctx, self.broker, identity=b"w-" + secrets.token_bytes(8),  # never reused
+                                   sndhwm=defaults.WORKER_SNDHWM)
         self.backlog.clear()  # undelivered output of the old link is dropped; outcomes are in the outbox
         now = time.time()
         self.last_recv = now
@@ -136,7 +133,7 @@ class WorkerAgent:
             while self.running:
                 self._step()
         finally:
-            self.shutdown()
+            self.close()
 
     def _watch(self) -> zmq.Poller:
         """The poller over the socket and the attempts' pipes, kept up to date rather than rebuilt."""
@@ -302,9 +299,10 @@ class WorkerAgent:
     # ---- stop --------------------------------------------------------------------------------
 
     def stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler); :meth:`close` runs when it does."""
         self.running = False
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         """Kill running attempts, tell the broker, close the socket."""
         self.executor.kill_all("worker stopping")
         deadline = time.time() + defaults.KILL_GRACE + 1

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-log = logging.getLogger("titan.worker")
+log = logging.getLogger(__name__)
 SLACK = 0.05  # seconds of clock granularity allowed when comparing process start times
 COMPACT_BYTES = 1 << 20  # rewrite the file with only the live entries once it grows past this
 
