@@ -13,7 +13,8 @@ import zmq
 from client import pipeline
 from client.connection import Connection, broker_address
 from client.job import TitanJob, wire_jobs
-from titan_zmq import defaults, events, keys
+from client.logcursor import LogCursor, LogLine
+from titan_zmq import defaults, events, keys, sockets
 from titan_zmq.errors import (
     BrokerUnavailable,
     InvalidRequest,
@@ -83,7 +84,7 @@ class TitanClient:
         if timeout is None:
             timeout = float(os.environ.get("TITAN_TIMEOUT") or defaults.REQUEST_TIMEOUT)
         self.conn = Connection(self.address, timeout)
-        self._events: zmq.Socket | None = None
+        self._events: sockets.Socket | None = None
         self._store: StoreClient | None = None  # direct link to the store, once it answered
         self._store_retry_at = 0.0
 
@@ -168,7 +169,7 @@ class TitanClient:
         """Broker counters: workers, runs, jobs by state, bad frames, store health, RSS."""
         return self._call(Op.STATS)
 
-    def _event_socket(self) -> zmq.Socket:
+    def _event_socket(self) -> sockets.Socket:
         """One SUB socket kept for the client's life, so waiting on a run costs no new connection."""
         if self._events is None:
             self._events = self.conn.subscribe()
@@ -182,7 +183,7 @@ class TitanClient:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         topic = events.run_topic(run_id).encode()
-        sub: zmq.Socket | None = None
+        sub: sockets.Socket | None = None
         try:
             while True:
                 try:
@@ -223,46 +224,46 @@ class TitanClient:
                 return out
             start = page["next"]
 
-    def follow_logs(self, run_id: str, job_id: str, timeout: float | None = None) -> Iterator[list[Any]]:
+    def follow_logs(self, run_id: str, job_id: str, timeout: float | None = None) -> Iterator[LogLine]:
         """Yield the backlog, then live lines ``[n, attempt, stream, text, ts]``, until the job ends."""
         deadline = None if timeout is None else time.monotonic() + timeout
         sub = self.conn.subscribe(events.log_topic(run_id, job_id), events.job_topic(run_id))
-        nxt = 0
+        cursor = LogCursor()
         try:
             while True:
                 try:
-                    page = self._call(Op.GET_LOGS, {"run_id": run_id, "job_id": job_id, "start": nxt})
+                    page = self._call(Op.GET_LOGS, {"run_id": run_id, "job_id": job_id, "start": cursor.at(job_id)})
                 except BrokerUnavailable:
                     page = None
                 if page is not None:
-                    for rec in page["lines"]:
-                        yield rec
-                    nxt = max(nxt, page["next"])
+                    yield from cursor.backlog(job_id, page)
                     if page["done"]:
                         return
-                    if nxt < page["total"]:
+                    if cursor.at(job_id) < page["total"]:
                         continue  # more backlog pages
-                # live: wait for lines or a state change; catch up by number on any gap
-                while True:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise WaitTimeout(f"{run_id}/{job_id} still running after {timeout:g}s")
-                    if not sub.poll(1000):
-                        break  # quiet: ask the broker (also notices a restarted broker)
-                    topic, frame = sub.recv_multipart()
-                    body = decode(frame).body
-                    if events.is_topic(topic, events.JOB):
-                        if body.get("job_id") == job_id and body.get("state") in TERMINAL_JOB:
-                            break
-                        continue
-                    lines = body.get("lines", [])
-                    if lines and lines[0][0] > nxt:
-                        break  # a gap: fetch it from the broker
-                    for rec in lines:
-                        if rec[0] == nxt:
-                            yield rec
-                            nxt += 1
+                if deadline is not None and time.monotonic() > deadline:
+                    raise WaitTimeout(f"{run_id}/{job_id} still running after {timeout:g}s")
+                yield from self._live_lines(sub, cursor, job_id, deadline)
         finally:
             sub.close(0)
+
+    @staticmethod
+    def _live_lines(sub: sockets.Socket, cursor: LogCursor, job_id: str, deadline: float | None) -> Iterator[LogLine]:
+        """Live lines until the job ends, a gap, a quiet second or the deadline: then the caller asks
+        the broker (which also notices a restarted broker)."""
+        while deadline is None or time.monotonic() <= deadline:
+            if not sub.poll(1000):
+                return
+            topic, frame = sub.recv_multipart()
+            body = decode(frame).body
+            if events.is_topic(topic, events.JOB):
+                if body.get("job_id") == job_id and body.get("state") in TERMINAL_JOB:
+                    return
+                continue
+            lines, gap = cursor.live(job_id, body.get("lines", []))
+            yield from lines
+            if gap:
+                return
 
     # ---- shared store ----------------------------------------------------------------------
 

@@ -6,8 +6,6 @@ import os
 from typing import Any
 from urllib.parse import urlparse
 
-import zmq
-
 from titan_zmq import defaults, sockets
 from titan_zmq.errors import BrokerUnavailable, TitanError
 from titan_zmq.protocol import Message, Op
@@ -58,7 +56,7 @@ class Connection:
             host = mine.hostname
         return f"{addr.scheme}://{host}:{addr.port}"
 
-    def subscribe(self, *topics: str) -> zmq.Socket:
+    def subscribe(self, *topics: str) -> sockets.Socket:
         """A SUB socket on the broker's PUB, subscribed to ``topics`` (prefixes)."""
         return sockets.sub(self.ctx, self.pub_address(), topics)
 

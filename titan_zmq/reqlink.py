@@ -19,8 +19,8 @@ from typing import Any
 import zmq
 
 from titan_zmq import sockets
-from titan_zmq.errors import TitanError, from_reply
-from titan_zmq.protocol import Message, Op, ProtocolError, decode, encode
+from titan_zmq.errors import ProtocolError, TitanError, from_reply
+from titan_zmq.protocol import Message, Op, decode, encode
 
 log = logging.getLogger(__name__)
 

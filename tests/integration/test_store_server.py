@@ -18,8 +18,8 @@ import zmq
 
 from tests.helpers import port_guess
 from titan_zmq import protocol
-from titan_zmq.errors import InvalidRequest, RemoteError, StoreUnavailable
-from titan_zmq.protocol import ErrorCode, Flag, Op
+from titan_zmq.errors import ErrorCode, InvalidRequest, RemoteError, StoreUnavailable
+from titan_zmq.protocol import Flag, Op
 from titan_zmq.store.aof import AOF
 from titan_zmq.store.client import StoreClient
 

@@ -10,7 +10,8 @@ import pytest
 
 from titan_zmq import protocol
 from titan_zmq.defaults import MAX_BODY_BYTES
-from titan_zmq.protocol import ErrorCode, Flag, Message, Op, ProtocolError, decode, encode
+from titan_zmq.errors import ErrorCode, ProtocolError
+from titan_zmq.protocol import Flag, Message, Op, decode, encode
 
 # The opcode values the design contract pins (kept from the original Titan).
 PINNED_OPS = {

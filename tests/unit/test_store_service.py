@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from titan_zmq import protocol
-from titan_zmq.errors import AOFCorrupt
-from titan_zmq.protocol import ErrorCode, Flag, Message, Op
+from titan_zmq.errors import AOFCorrupt, ErrorCode
+from titan_zmq.protocol import Flag, Message, Op
 from titan_zmq.store.aof import AOF
 from titan_zmq.store.service import StoreService
 

@@ -17,7 +17,7 @@ from titan_zmq.protocol import Op, encode
 
 
 class EventPublisher:
-    def __init__(self, ctx: zmq.Context, addr: str):
+    def __init__(self, ctx: sockets.Context, addr: str):
         self.sock = sockets.xpub(ctx, addr)
         self.prefixes: set[bytes] = set()  # prefixes at least one subscriber listens to
 

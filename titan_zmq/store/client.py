@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import zmq
-
-from titan_zmq import defaults, errors
+from titan_zmq import defaults, errors, sockets
 from titan_zmq.protocol import Op
 from titan_zmq.reqlink import RequestLink
 
@@ -27,7 +25,7 @@ class StoreClient:
         addr: str = defaults.STORE_ADDR,
         timeout: float = defaults.REQUEST_TIMEOUT,
         *,
-        context: zmq.Context | None = None,
+        context: sockets.Context | None = None,
     ):
         self.addr = addr
         self.timeout = timeout

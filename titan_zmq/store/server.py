@@ -13,7 +13,7 @@ from pathlib import Path
 import zmq
 
 from titan_zmq import defaults, protocol, sockets
-from titan_zmq.protocol import ErrorCode
+from titan_zmq.errors import ErrorCode
 from titan_zmq.store.service import StoreService
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class StoreServer:
         data_dir: str | Path = defaults.DATA_DIR,
         fsync: str = defaults.FSYNC,
         *,
-        context: zmq.Context | None = None,
+        context: sockets.Context | None = None,
         compact_min_bytes: int = defaults.COMPACT_MIN_BYTES,
         compact_ratio: float = defaults.COMPACT_RATIO,
     ):

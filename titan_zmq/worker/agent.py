@@ -24,7 +24,8 @@ import zmq
 from titan_zmq import defaults, sockets
 from titan_zmq.attempt import AttemptKey, attempts_from_wire
 from titan_zmq.capabilities import normalise
-from titan_zmq.protocol import ErrorCode, Message, Op, ProtocolError, decode, encode
+from titan_zmq.errors import ErrorCode, ProtocolError
+from titan_zmq.protocol import Message, Op, decode, encode
 from titan_zmq.worker.executor import Executor, Finished
 from titan_zmq.worker.pids import PidRegistry
 from titan_zmq.worker.workspace import Workspace
@@ -69,10 +70,10 @@ class WorkerAgent:
         self.backlog: deque[bytes] = deque()  # frames the socket could not take yet (broker slow or gone)
         self.unannounced: dict[AttemptKey, float] = {}  # started attempts not yet reported (JOB_STARTED)
         self.ctx = zmq.Context()
-        self.sock: zmq.Socket | None = None
+        self.sock: sockets.Socket | None = None
         self.poller = zmq.Poller()
         self._polled_fds: set[int] = set()
-        self._poller_sock: zmq.Socket | None = None
+        self._poller_sock: sockets.Socket | None = None
         self.running = True
         self.last_recv = self.last_sent = 0.0
         self.reconnect_delay = defaults.RECONNECT_MIN
