@@ -59,7 +59,7 @@ class Broker:
         self.max_body = max_body
         self.ctx = zmq.Context()
         self.router = sockets.router(self.ctx, bind, max_body)
-        self.events = EventPublisher(self.ctx, pub)
+        self.publisher = EventPublisher(self.ctx, pub)
         self.store = StoreClient(store, timeout=store_timeout)
         self.sched = Scheduler(retry_backoff=retry_backoff)
         self.registry = WorkerRegistry(heartbeat_interval, liveness)
@@ -72,9 +72,9 @@ class Broker:
                          "journal_batches": 0, "journal_records": 0}
         self._last_tick = 0.0
         blobs = BlobCache(self.store)
-        self.journal = GroupCommit(self.store, self.sched, self.events, self.counters, self.send,
+        self.journal = GroupCommit(self.store, self.sched, self.publisher, self.counters, self.send,
                                    deliver=lambda action: self.link.deliver(action))
-        self.link = WorkerLink(self.sched, self.registry, self.journal, self.logs, self.events, blobs, self.send,
+        self.link = WorkerLink(self.sched, self.registry, self.journal, self.logs, self.publisher, blobs, self.send,
                                self.counters, hello=lambda: {"pub": self.pub_addr, "store": self.store.addr})
         self.api = ClientApi(self.sched, self.registry, self.journal, self.store, self.logs, blobs,
                              stats=self.stats, stop=self.stop)
@@ -85,15 +85,15 @@ class Broker:
     def serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
-        poller.register(self.events.sock, zmq.POLLIN)
+        poller.register(self.publisher.sock, zmq.POLLIN)
         try:
             self.recover()
             log.info("titan-broker listening on %s (pub %s)", self.bind_addr, self.pub_addr)
             while self.running:
                 try:
                     ready = dict(poller.poll(self._poll_timeout_ms()))
-                    if self.events.sock in ready:
-                        self.events.on_subscriptions()
+                    if self.publisher.sock in ready:
+                        self.publisher.on_subscriptions()
                     if self.router in ready:
                         self._drain()
                     self._timers(time.time())
@@ -198,7 +198,7 @@ class Broker:
         if now - self._last_tick >= self.interval:
             self._last_tick = now
             tick: events.HeartbeatEvent = {"time": now, "workers": len(self.registry)}
-            self.events.publish(events.HEARTBEAT, dict(tick))
+            self.publisher.publish(events.HEARTBEAT, dict(tick))
 
     # ---- effects ---------------------------------------------------------------------------
 
@@ -235,5 +235,5 @@ class Broker:
         self.logs.close()
         self.store.close()
         self.router.close(0)
-        self.events.close()
+        self.publisher.close()
         self.ctx.term()
