@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import PIPELINES, REPO, process_gone, wait_until, write_pipeline
+from tests.helpers import BAD_PIPELINES, PIPELINES, REPO, process_gone, wait_until, write_pipeline
+from titan_zmq import defaults
 
 TITAN = [sys.executable, "-m", "client.cli"]
 
@@ -89,6 +90,21 @@ def test_errors_are_clear_messages_not_tracebacks(cluster, tmp_path: Path):
     dead = subprocess.run([*TITAN, "status", "--broker", "tcp://127.0.0.1:1"], capture_output=True, text=True,
                           timeout=30, env=env)
     assert dead.returncode == 2 and "no answer from the broker" in dead.stderr
+
+
+TOO_MANY_JOBS = ("name: x\njobs:\n" + "".join(f"  - {{id: j{i}, command: [echo]}}\n"
+                                              for i in range(defaults.MAX_JOBS_PER_SUBMISSION + 1))).encode()
+
+
+@pytest.mark.parametrize("case", [*sorted(BAD_PIPELINES), "too-many-jobs"])
+def test_bad_pipelines_are_clear_errors_with_exit_2(tmp_path: Path, case: str):
+    content, needle = BAD_PIPELINES.get(case) or (TOO_MANY_JOBS, "jobs: 20001 jobs, over the cap of 20000")
+    path = tmp_path / "p.yaml"
+    path.write_bytes(content)
+    out = titan("run", str(path), broker="tcp://127.0.0.1:1")  # nothing listens: it must fail before sending
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith("error: ") and needle in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr) < 1000, out.stderr
 
 
 def test_titan_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path: Path):
