@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -137,6 +138,56 @@ def test_titan_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path: Path)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def port_free(addr: str) -> bool:
+    """Whether nothing listens on ``tcp://host:port`` (SO_REUSEADDR, as every server sets, so that
+    connections left in TIME_WAIT do not count)."""
+    host, port = addr.removeprefix("tcp://").rsplit(":", 1)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, int(port)))
+            s.listen()
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.timeout(180)
+def test_titan_up_killed_with_sigkill_takes_store_broker_and_workers_along(tmp_path: Path):
+    proc = subprocess.Popen([*TITAN, "up", "--workers", "2", "--data-dir", str(tmp_path), "--base-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            start_new_session=True)
+    children: list[psutil.Process] = []
+    try:
+        assert proc.stdout is not None
+        addrs: dict[str, str] = {}
+        for line in proc.stdout:  # broker, pub and store addresses, printed once the cluster is up
+            name, _, addr = line.partition(" ")
+            if name in ("broker", "pub", "store"):
+                addrs[name] = addr.strip()
+            if len(addrs) == 3:
+                break
+        assert len(addrs) == 3, addrs
+        wait_until(lambda: titan("workers", "--json", broker=addrs["broker"], timeout=30).returncode == 0
+                   and len(json.loads(titan("workers", "--json", broker=addrs["broker"]).stdout)) == 2,
+                   timeout=60, interval=0.3, what="titan up to be ready")
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 4  # store, broker, 2 workers
+        proc.kill()  # kill -9: no handler runs, nothing is stopped by titan up itself
+        proc.wait(timeout=10)
+        wait_until(lambda: all(process_gone(c.pid) for c in children), timeout=60, interval=0.2,
+                   what=f"the children of titan up to die with it: {[c.pid for c in children]}")
+        wait_until(lambda: all(port_free(a) for a in addrs.values()), timeout=30, interval=0.2,
+                   what=f"the ports to be free again: {addrs}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for child in children:  # a failed run must not leave them behind
+            if not process_gone(child.pid):
+                child.kill()
 
 
 @pytest.mark.slow
