@@ -200,3 +200,14 @@ def test_client_refuses_a_bad_job_before_sending() -> None:
         "jobs[1].delay: expected non-negative number")
     assert invalid(client.add_jobs, [TitanJob("a", command=["true"], env={"K": 1})], run_id="r").startswith(
         "jobs[0].env: expected map of string to string")
+
+
+CAPS = ("MAX_JOBS_PER_SUBMISSION", "MAX_JOBS_PER_RUN", "MAX_NAME_CHARS", "MAX_PATH_CHARS", "MAX_TEXT_CHARS",
+        "MAX_ARG_BYTES", "MAX_EXEC_BYTES", "MAX_PRIORITY", "MAX_RETRIES", "MAX_SECONDS")
+
+
+@pytest.mark.parametrize("cap", CAPS)
+def test_readme_lists_every_submission_cap_with_its_value(cap: str) -> None:
+    rows = [line for line in README.read_text().splitlines() if line.startswith(f"| `{cap}` |")]
+    assert rows, f"README.md's limits table has no row for {cap}"
+    assert f"| {getattr(defaults, cap):,} |" in rows[0], f"README.md: {rows[0]!r}, but {cap} = {getattr(defaults, cap):,}"
