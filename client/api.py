@@ -24,6 +24,7 @@ from titan_zmq.errors import (
     TitanError,
     WaitTimeout,
 )
+from titan_zmq.jobspec import check_name
 from titan_zmq.protocol import Op, decode
 from titan_zmq.states import TERMINAL_JOB_STATES, RunState
 from titan_zmq.store.client import StoreClient
@@ -121,6 +122,8 @@ class TitanClient:
     def submit_dag(self, name: str, jobs: list[TitanJob], agent_run_id: str | None = None,
                    base_dir: str | Path | None = None) -> Run:
         """Submit jobs as one run (a DAG through their ``parents``); ``agent_run_id`` groups runs."""
+        check_name(name, "name")
+        check_name(agent_run_id, "agent_run_id")
         wire = wire_jobs(jobs, base_dir)
         body = self._call(Op.SUBMIT_DAG, {"name": name, "jobs": wire, "agent_run_id": agent_run_id})
         return Run(self, body["run_id"], body["jobs"])
@@ -131,6 +134,7 @@ class TitanClient:
         pipe = pipeline.load(path)
         sub = pipe.submission()
         if agent_run_id:
+            check_name(agent_run_id, "agent_run_id")
             sub["agent_run_id"] = agent_run_id
         body = self._call(Op.SUBMIT_DAG, sub, timeout=max(self.conn.timeout, 30.0) if pipe.project else None)
         run = Run(self, body["run_id"], body["jobs"])

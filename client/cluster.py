@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from client.api import TitanClient
+from titan_zmq.cli_common import LIFELINE_ENV
 from titan_zmq.errors import BrokerUnavailable, TitanError
 
 PORTS = 4  # broker, PUB, store, (UI): P..P+3
@@ -48,12 +49,17 @@ class Proc:
     popen: subprocess.Popen[bytes] | None = None
     log_start: int = 0  # offset in log_path where this run's output begins
 
-    def start(self, env: dict[str, str] | None = None) -> None:
+    def start(self, env: dict[str, str] | None = None, lifeline: int | None = None) -> None:
+        """Start the process in a session of its own; with ``lifeline`` (the read end of a pipe whose
+        write end only this process holds) it stops when this process dies, even by kill -9."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.log_start = log.tell()
+        fds: tuple[int, ...] = ()
+        if lifeline is not None:
+            env, fds = dict(os.environ if env is None else env, **{LIFELINE_ENV: str(lifeline)}), (lifeline,)
         self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      start_new_session=True, env=env)
+                                      start_new_session=True, env=env, pass_fds=fds)
         log.close()
 
     @property
@@ -106,7 +112,8 @@ class LocalCluster:
     they start).  An explicit ``base_port`` is used as given.
 
     Each component can be started, killed (``procs[name].kill()``, a crash) and started again alone
-    on the same ports; ``stop()`` ends them all, workers first.
+    on the same ports; ``stop()`` ends them all, workers first. Every component holds a lifeline to
+    this process (``titan_zmq.cli_common``): if it dies, even by kill -9, they stop too.
     """
 
     data_dir: Path
@@ -119,6 +126,7 @@ class LocalCluster:
     procs: dict[str, Proc] = field(default_factory=dict)
     # how each component was started, to start it again on new ports after a bind clash
     _starts: dict[str, Callable[[], Proc]] = field(default_factory=dict, repr=False)
+    _lifeline: tuple[int, int] | None = field(default=None, repr=False)  # (read, write) ends of the pipe
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -175,7 +183,9 @@ class LocalCluster:
             raise TitanError(f"{name} is already running")
         proc = Proc(name, argv, self.data_dir / "logs" / f"{name}.log")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc.start(env)
+        if self._lifeline is None:
+            self._lifeline = os.pipe()  # neither end is inherited, but for the read end passed on here
+        proc.start(env, lifeline=self._lifeline[0])
         self.procs[name] = proc
         return proc
 
@@ -227,6 +237,10 @@ class LocalCluster:
         for name in order:
             if name in self.procs:
                 self.procs[name].stop()
+        if self._lifeline is not None:
+            for fd in self._lifeline:
+                os.close(fd)
+            self._lifeline = None
 
     def __enter__(self) -> LocalCluster:
         return self.start()

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from titan_zmq.errors import InvalidRequest, PipelineError
-from titan_zmq.jobspec import JobSpec, parse_job, schema
+from titan_zmq.jobspec import JobSpec, check_job_count, parse_job, schema
 
 SDK_NAMES = {"parents": "depends_on", "job_type": "type"}  # TitanJob argument -> schema field
 # job_id (-> id) and filename (-> file + script, read from disk) are TitanJob's own constructor arguments
@@ -94,4 +94,5 @@ class TitanJob:
 
 def wire_jobs(jobs: list[TitanJob], base_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """The ``jobs`` of a submission, each checked; errors name ``jobs[i]`` as the broker's would."""
+    check_job_count(len(jobs))
     return [job.to_wire(base_dir, f"jobs[{i}]") for i, job in enumerate(jobs)]

@@ -98,3 +98,37 @@ def port_guess(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _job_yaml(extra: str, top: str = "name: x\n") -> bytes:
+    return f"{top}jobs:\n  - id: a\n    command: [echo]\n{extra}".encode()
+
+
+# Pipelines wrong in one way each, as a careless or hostile user writes them (issue 8), and a phrase the
+# error must contain: `pipeline.load` raises PipelineError, `titan run` prints `error: ...` and exits 2.
+BAD_PIPELINES: dict[str, tuple[bytes, str]] = {
+    "deeply-nested": (_job_yaml("    env: " + "[" * 100_000 + "]" * 100_000 + "\n"), "invalid YAML"),
+    "nested-990": (_job_yaml("    env: " + "[" * 990 + "]" * 990 + "\n"), "jobs[0].env: expected map"),
+    "not-utf8": (b"name: caf\xe9\njobs:\n  - {id: a, command: [echo]}\n", "not UTF-8 text (byte 0xe9 at offset 9)"),
+    "unclosed-quote": (b"name: x\njobs:\n  - id: a\n    command: \"echo 'x\"\n", "jobs[0].command: cannot split"),
+    "priority-2^64": (_job_yaml(f"    priority: {2**64}\n"), "jobs[0].priority: expected integer from"),
+    "retries-2^64": (_job_yaml(f"    retries: {2**64}\n"), "jobs[0].retries: expected non-negative integer"),
+    "5000-digit-int": (_job_yaml(f"    priority: {'9' * 5000}\n"), "invalid YAML"),
+    "delay-inf": (_job_yaml("    delay: .inf\n"), "jobs[0].delay: expected non-negative number"),
+    "delay-nan": (_job_yaml("    delay: .nan\n"), "jobs[0].delay: expected non-negative number"),
+    "timeout-inf": (_job_yaml("    timeout: .inf\n"), "jobs[0].timeout: expected positive number"),
+    "file-and-command": (_job_yaml("    file: a.py\n"), "give a file or a command, not both"),
+    "duplicate-job-key": (_job_yaml("    command: [rm, -rf, x]\n"),
+                          "line 5, column 5 invalid YAML: duplicate key 'command' (first given on line 4)"),
+    "duplicate-top-key": (_job_yaml("", top="name: x\nname: y\n"), "line 2, column 1 invalid YAML: duplicate key 'name'"),
+    "env-name-with-equals": (_job_yaml("    env: {'A=B': x}\n"), "jobs[0].env: 'A=B' is not a variable name"),
+    "env-name-with-nul": (_job_yaml('    env: {"A\\0B": x}\n'), "is not a variable name"),
+    "env-value-with-nul": (_job_yaml('    env: {A: "x\\0y"}\n'), "jobs[0].env.A: contains a NUL byte"),
+    "arg-with-nul": (_job_yaml('    args: ["a\\0b"]\n'), "jobs[0].args[0]: contains a NUL byte"),
+    "1mb-argument": (_job_yaml(f"    args: [{'x' * 1024 * 1024}]\n"), "jobs[0].args[0]: 1048576 bytes, over the cap"),
+    "long-name": (_job_yaml("", top=f"name: {'n' * 300}\n"), "name: expected non-empty string of at most 256"),
+    "long-agent-run-id": (_job_yaml("", top=f"name: x\nagent_run_id: {'a' * 300}\n"),
+                          "agent_run_id: expected non-empty string of at most 256"),
+    "long-hitl-message": (_job_yaml(f"    hitl_message: {'q' * 5000}\n"), "jobs[0].hitl_message: expected non-empty"),
+    "long-requirement": (_job_yaml(f"    requirement: {'G' * 300}\n"), "jobs[0].requirement: expected non-empty"),
+}

@@ -17,6 +17,18 @@ STORE_ADDR = f"tcp://{HOST}:{STORE_PORT}"
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # frames with a larger body are refused with an ERROR reply
 
+# Submission caps: the client checks them before sending and the broker again (jobspec.py); README lists them.
+MAX_JOBS_PER_SUBMISSION = 20_000  # jobs in one SUBMIT_DAG or ADD_JOBS (the broker takes ~1 s for this many)
+MAX_JOBS_PER_RUN = 100_000  # jobs in one run, counting those added while it runs
+MAX_NAME_CHARS = 256  # run name, agent_run_id, requirement (capability tag)
+MAX_PATH_CHARS = 1024  # a job's file (a path in project mode)
+MAX_TEXT_CHARS = 4096  # hitl_message
+MAX_ARG_BYTES = 64 * 1024  # one command word, argument or env entry (NAME=value) in UTF-8 (Linux: 128 KiB)
+MAX_EXEC_BYTES = 512 * 1024  # command, args and env of one job together (Linux: ~2 MiB with the worker's env)
+MAX_PRIORITY = 2**31 - 1  # priority goes from -MAX_PRIORITY to MAX_PRIORITY
+MAX_RETRIES = 100  # retries after the first attempt
+MAX_SECONDS = 366 * 24 * 3600  # delay, timeout and max_wait_seconds: at most a year (finite: no .inf, no .nan)
+
 PUB_HWM = 2000  # events queued per slow subscriber before they are dropped (followers fill gaps by GET_LOGS)
 SUB_HWM = 2000  # events a slow reader (logs -f, wait) buffers before it loses live lines and refills by GET_LOGS
 WORKER_SNDHWM = 200  # frames queued towards the broker before the worker holds job output back

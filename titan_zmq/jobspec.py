@@ -23,12 +23,16 @@ example=...))``, where
 Then document it in README.md's YAML reference if users write it (a unit test compares the two). The
 YAML loader, ``TitanJob`` (which takes it as a keyword argument) and the wire pick it up with no edit;
 the broker, worker and scheduler only need edits to act on it. Cross-field rules (a file or a command)
-live in :func:`parse_job`.
+live in :func:`parse_job`, and so do the caps that keep a job runnable (``defaults.MAX_ARG_BYTES`` and
+``MAX_EXEC_BYTES`` for what goes to exec, no NUL bytes, no ``=`` in an env name): a job the worker could
+not start is refused at submission, not after its retries. Every field is bounded (a length, a range, a
+finite number), so a submission is checked in time linear in its size and packs with msgpack.
 """
 
 from __future__ import annotations
 
 import re
+import reprlib
 import shlex
 from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields
@@ -39,6 +43,7 @@ from titan_zmq.errors import InvalidRequest
 
 JOB_TYPES = ("run", "service")
 ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # safe in paths and PUB topics
+BLOB_ID_PATTERN = re.compile(r"[0-9a-f]{64}")  # a project archive's id: its sha256, as the broker computes it
 RULE = "titan_rule"  # the metadata key of a field's Rule
 
 Check = Callable[[Any], bool]
@@ -70,6 +75,28 @@ def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _int_in(low: int, high: int) -> Check:
+    return lambda v: _int(v) and low <= v <= high
+
+
+def _seconds(positive: bool = False) -> Check:
+    """A number of seconds up to MAX_SECONDS (NaN and infinities fail the comparison)."""
+    return lambda v: _num(v) and (v > 0 if positive else v >= 0) and v <= defaults.MAX_SECONDS
+
+
+def _text(limit: int) -> Check:
+    """A non-empty string of at most ``limit`` characters, with no NUL byte, that encodes as UTF-8."""
+    return lambda v: isinstance(v, str) and 0 < len(v) <= limit and "\x00" not in v and _utf8(v)
+
+
+def _utf8(v: str) -> bool:
+    try:
+        v.encode()
+    except UnicodeEncodeError:  # a lone surrogate (YAML's "\ud800"): msgpack could not pack it
+        return False
+    return True
+
+
 def _str_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
@@ -80,6 +107,22 @@ def _str_map(v: Any) -> bool:
 
 def _optional(check: Check) -> Check:
     return lambda v: v is None or check(v)
+
+
+def _ids(v: Any) -> bool:
+    return isinstance(v, str) and ID_PATTERN.fullmatch(v) is not None
+
+
+def brief(value: Any) -> str:
+    """A short repr for error messages, whatever the value (huge ints, deep or long containers)."""
+    try:
+        return _BRIEF.repr(value)
+    except ValueError:  # an int too long to print
+        return f"an integer of {value.bit_length()} bits"
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = 60
 
 
 def split_args(value: str | list[str]) -> list[str]:
@@ -96,17 +139,17 @@ class JobSpec:
     """One job as every part of titan-zmq sees it; the field list is the job schema (module docstring)."""
 
     id: str = field(metadata=rule(
-        lambda v: isinstance(v, str) and ID_PATTERN.fullmatch(v) is not None,
+        _ids,
         "id of letters, digits, '_', '-', '.'", "required; unique in the run: letters, digits, _ - .",
         example="train.v2_x-1"))
     file: str | None = field(default=None, metadata=rule(
-        lambda v: isinstance(v, str) and v != "", "non-empty string",
+        _text(defaults.MAX_PATH_CHARS), f"non-empty string of at most {defaults.MAX_PATH_CHARS} characters",
         "the script to run (relative to the YAML file); its name picks the interpreter", example="train.py"))
     script: bytes | None = field(default=None, metadata=rule(
         lambda v: isinstance(v, (bytes, str)), "bytes", "the script's content, shipped inline with the job",
         example=b"print(1)", normalise=_if_str(str.encode), user=False))
     project: str | None = field(default=None, metadata=rule(
-        lambda v: isinstance(v, str), "string",
+        lambda v: isinstance(v, str) and BLOB_ID_PATTERN.fullmatch(v) is not None, "sha256 of the archive (hex)",
         "id of the project archive (project mode); file is a path in it",
         example="ab" * 32, user=False))
     command: list[str] | None = field(default=None, metadata=rule(
@@ -118,38 +161,42 @@ class JobSpec:
         "arguments; a string is split like a shell would (quotes respected)", example=["--n", "a b"],
         normalise=split_args))
     env: dict[str, str] = field(default_factory=dict, metadata=rule(
-        _str_map, "map of string to string", "extra environment variables", example={"MODE": "fast"}))
+        _str_map, "map of string to string", "extra environment variables (names without '=')", example={"MODE": "fast"}))
     type: str = field(default="run", metadata=rule(
         lambda v: v in JOB_TYPES, "one of run, service", "run | service", example="service"))
     requirement: str = field(default=defaults.CAPABILITY, metadata=rule(
-        lambda v: isinstance(v, str) and v != "", "non-empty string",
+        _text(defaults.MAX_NAME_CHARS), f"non-empty string of at most {defaults.MAX_NAME_CHARS} characters",
         "capability tag (GENERAL, GPU, HIGH_MEM, any tag); case-insensitive, as on workers",
         example="GPU", normalise=capabilities.tag))
     priority: int = field(default=0, metadata=rule(
-        _int, "integer", "higher first, FIFO among equals", example=5))
+        _int_in(-defaults.MAX_PRIORITY, defaults.MAX_PRIORITY),
+        f"integer from {-defaults.MAX_PRIORITY} to {defaults.MAX_PRIORITY}", "higher first, FIFO among equals",
+        example=5))
     delay: float = field(default=0.0, metadata=rule(
-        lambda v: _num(v) and v >= 0, "non-negative number",
+        _seconds(), f"non-negative number of seconds, at most {defaults.MAX_SECONDS}",
         "seconds, counted from the moment the parents are done", example=2.5, normalise=float))
     depends_on: list[str] = field(default_factory=list, metadata=rule(
-        lambda v: isinstance(v, str) or _str_list(v), "list of job ids",
+        lambda v: _ids(v) or (isinstance(v, list) and all(_ids(x) for x in v)), "list of job ids",
         "ids of the jobs that must complete first (a string is one id)", example=["prep"],
         normalise=_if_str(lambda v: [v])))
     affinity: bool = field(default=False, metadata=rule(
         lambda v: isinstance(v, bool), "boolean", "run on the worker that ran the first parent (falls back)",
         example=True))
     retries: int = field(default=defaults.RETRIES, metadata=rule(
-        lambda v: _int(v) and v >= 0, "non-negative integer", "retries after the first attempt", example=0))
+        _int_in(0, defaults.MAX_RETRIES), f"non-negative integer, at most {defaults.MAX_RETRIES}",
+        "retries after the first attempt", example=0))
     timeout: float | None = field(default=None, metadata=rule(
-        _optional(lambda v: _num(v) and v > 0), "positive number",
+        _optional(_seconds(positive=True)), f"positive number of seconds, at most {defaults.MAX_SECONDS}",
         "seconds; the whole process group is killed after it", example=1.5))
     port: int | None = field(default=None, metadata=rule(
         _optional(lambda v: _int(v) and 0 < v < 65536), "port number", "the port a service listens on",
         example=8080))
     hitl_message: str | None = field(default=None, metadata=rule(
-        _optional(lambda v: isinstance(v, str)), "string", "approval gate: the question put to a human",
+        _optional(_text(defaults.MAX_TEXT_CHARS)), f"non-empty string of at most {defaults.MAX_TEXT_CHARS} characters",
+        "approval gate: the question put to a human",
         example="ok?"))
     max_wait_seconds: float | None = field(default=None, metadata=rule(
-        _optional(lambda v: _num(v) and v >= 0), "non-negative number",
+        _optional(_seconds()), f"non-negative number of seconds, at most {defaults.MAX_SECONDS}",
         "approval gate: seconds to wait for an answer", example=10))
 
     def to_wire(self) -> dict[str, Any]:
@@ -207,16 +254,79 @@ def parse_job(raw: Any, where: str = "job", spec: type[JobSpec] = JobSpec) -> Jo
     for key, value in raw.items():
         r = s.rules[key]
         if not r.check(value):
-            raise InvalidRequest(f"{where}.{key}: expected {r.expected}, got {value!r:.60}")
-        data[key] = value if r.normalise is None else r.normalise(value)
-    if data.get("command") is None and data.get("file") is None:
-        raise InvalidRequest(f"{where} ({data['id']}): needs a file or a command")
+            raise InvalidRequest(f"{where}.{key}: expected {r.expected}, got {brief(value)}")
+        try:
+            data[key] = value if r.normalise is None else r.normalise(value)
+        except ValueError as exc:  # shlex: "No closing quotation"
+            raise InvalidRequest(f"{where}.{key}: cannot split {brief(value)}: {exc}") from None
+    _check_source(data, where)
+    _check_exec(data, where)
     return spec(**data)
+
+
+def _check_source(data: dict[str, Any], where: str) -> None:
+    """What runs: a file (its script inline, or a path in a project archive) or a command, never both."""
+    given = [key for key in ("file", "command") if data.get(key) is not None]
+    if not given:
+        raise InvalidRequest(f"{where} ({data['id']}): needs a file or a command")
+    if len(given) == 2:
+        raise InvalidRequest(f"{where} ({data['id']}): give a file or a command, not both")
+    if given == ["command"] and (data.get("script") is not None or data.get("project") is not None):
+        raise InvalidRequest(f"{where} ({data['id']}): script and project go with a file, not a command")
+    if data.get("script") is not None and data.get("project") is not None:
+        raise InvalidRequest(f"{where} ({data['id']}): a file comes inline (script) or in a project, not both")
+
+
+def _exec_strings(data: dict[str, Any], where: str) -> list[tuple[str, str]]:
+    """Every string that goes to exec (argv words and NAME=value env entries), each with its place."""
+    out = [(f"{where}.command[{i}]", word) for i, word in enumerate(data.get("command") or ())]
+    out += [(f"{where}.args[{i}]", arg) for i, arg in enumerate(data.get("args", ()))]
+    for name, value in data.get("env", {}).items():
+        if name == "" or "=" in name or "\x00" in name:
+            raise InvalidRequest(f"{where}.env: {brief(name)} is not a variable name (empty, or has '=' or NUL)")
+        out.append((f"{where}.env.{name}", f"{name}={value}"))
+    return out
+
+
+def _check_exec(data: dict[str, Any], where: str) -> None:
+    """Refuse at submission what exec would refuse at every attempt: NUL bytes, oversized strings."""
+    command = data.get("command")
+    if command is not None and (not command or command[0] == ""):
+        raise InvalidRequest(f"{where}.command: the program name is empty")
+    total = 0
+    for place, text in _exec_strings(data, where):
+        if "\x00" in text:
+            raise InvalidRequest(f"{place}: contains a NUL byte")
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"{place}: not valid Unicode (a lone surrogate)") from None
+        if size > defaults.MAX_ARG_BYTES:
+            raise InvalidRequest(f"{place}: {size} bytes, over the cap of {defaults.MAX_ARG_BYTES} per string")
+        total += size + 1
+    if total > defaults.MAX_EXEC_BYTES:
+        raise InvalidRequest(f"{where} ({data['id']}): command, args and env take {total} bytes,"
+                             f" over the cap of {defaults.MAX_EXEC_BYTES}")
+
+
+def check_job_count(count: int, where: str = "jobs") -> None:
+    """At most MAX_JOBS_PER_SUBMISSION jobs per submission: the broker handles one in bounded time."""
+    if count > defaults.MAX_JOBS_PER_SUBMISSION:
+        raise InvalidRequest(f"{where}: {count} jobs, over the cap of {defaults.MAX_JOBS_PER_SUBMISSION}"
+                             " per submission (split the work, or add jobs to the run in batches)")
+
+
+def check_name(value: Any, where: str, limit: int = defaults.MAX_NAME_CHARS) -> None:
+    """A run's name or agent_run_id (None: not given): a non-empty string of at most ``limit`` characters."""
+    if value is not None and not _text(limit)(value):
+        raise InvalidRequest(f"{where}: expected non-empty string of at most {limit} characters,"
+                             f" got {brief(value)}")
 
 
 def parse_jobs(raw: Any, where: str = "jobs", spec: type[JobSpec] = JobSpec) -> list[JobSpec]:
     if not isinstance(raw, list) or not raw:
         raise InvalidRequest(f"{where}: expected a non-empty list of jobs")
+    check_job_count(len(raw), where)
     return [parse_job(item, f"{where}[{i}]", spec) for i, item in enumerate(raw)]
 
 

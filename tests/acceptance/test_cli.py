@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import PIPELINES, REPO, process_gone, wait_until, write_pipeline
+from tests.helpers import BAD_PIPELINES, PIPELINES, REPO, process_gone, wait_until, write_pipeline
+from titan_zmq import defaults
 
 TITAN = [sys.executable, "-m", "client.cli"]
 
@@ -91,6 +93,21 @@ def test_errors_are_clear_messages_not_tracebacks(cluster, tmp_path: Path):
     assert dead.returncode == 2 and "no answer from the broker" in dead.stderr
 
 
+TOO_MANY_JOBS = ("name: x\njobs:\n" + "".join(f"  - {{id: j{i}, command: [echo]}}\n"
+                                              for i in range(defaults.MAX_JOBS_PER_SUBMISSION + 1))).encode()
+
+
+@pytest.mark.parametrize("case", [*sorted(BAD_PIPELINES), "too-many-jobs"])
+def test_bad_pipelines_are_clear_errors_with_exit_2(tmp_path: Path, case: str):
+    content, needle = BAD_PIPELINES.get(case) or (TOO_MANY_JOBS, "jobs: 20001 jobs, over the cap of 20000")
+    path = tmp_path / "p.yaml"
+    path.write_bytes(content)
+    out = titan("run", str(path), broker="tcp://127.0.0.1:1")  # nothing listens: it must fail before sending
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith("error: ") and needle in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr) < 1000, out.stderr
+
+
 def test_titan_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path: Path):
     proc = subprocess.Popen([*TITAN, "up", "--workers", "2", "--data-dir", str(tmp_path), "--base-port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
@@ -121,6 +138,56 @@ def test_titan_up_starts_everything_and_stops_cleanly_on_sigterm(tmp_path: Path)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def port_free(addr: str) -> bool:
+    """Whether nothing listens on ``tcp://host:port`` (SO_REUSEADDR, as every server sets, so that
+    connections left in TIME_WAIT do not count)."""
+    host, port = addr.removeprefix("tcp://").rsplit(":", 1)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, int(port)))
+            s.listen()
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.timeout(180)
+def test_titan_up_killed_with_sigkill_takes_store_broker_and_workers_along(tmp_path: Path):
+    proc = subprocess.Popen([*TITAN, "up", "--workers", "2", "--data-dir", str(tmp_path), "--base-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            start_new_session=True)
+    children: list[psutil.Process] = []
+    try:
+        assert proc.stdout is not None
+        addrs: dict[str, str] = {}
+        for line in proc.stdout:  # broker, pub and store addresses, printed once the cluster is up
+            name, _, addr = line.partition(" ")
+            if name in ("broker", "pub", "store"):
+                addrs[name] = addr.strip()
+            if len(addrs) == 3:
+                break
+        assert len(addrs) == 3, addrs
+        wait_until(lambda: titan("workers", "--json", broker=addrs["broker"], timeout=30).returncode == 0
+                   and len(json.loads(titan("workers", "--json", broker=addrs["broker"]).stdout)) == 2,
+                   timeout=60, interval=0.3, what="titan up to be ready")
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 4  # store, broker, 2 workers
+        proc.kill()  # kill -9: no handler runs, nothing is stopped by titan up itself
+        proc.wait(timeout=10)
+        wait_until(lambda: all(process_gone(c.pid) for c in children), timeout=60, interval=0.2,
+                   what=f"the children of titan up to die with it: {[c.pid for c in children]}")
+        wait_until(lambda: all(port_free(a) for a in addrs.values()), timeout=30, interval=0.2,
+                   what=f"the ports to be free again: {addrs}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for child in children:  # a failed run must not leave them behind
+            if not process_gone(child.pid):
+                child.kill()
 
 
 @pytest.mark.slow

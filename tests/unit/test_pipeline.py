@@ -11,8 +11,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
-from client.pipeline import Pipeline, load, pack_folder
+from client import pipeline
+from client.job import TitanJob, wire_jobs
+from client.pipeline import Pipeline, StrictLoader, load, pack_folder
+from tests.helpers import BAD_PIPELINES
+from titan_zmq import defaults
 from titan_zmq.errors import InvalidRequest, PipelineError
 
 
@@ -263,3 +268,51 @@ def test_project_mode_job_file_is_always_in_the_archive(tmp_path: Path) -> None:
         return
     assert pl.project is not None
     assert pl.jobs[0]["file"] in archive_names(pl.project)
+
+
+# ---- hostile and careless input (issue 8) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PIPELINES))
+def test_bad_pipelines_are_pipeline_errors_naming_the_problem(tmp_path: Path, case: str) -> None:
+    content, needle = BAD_PIPELINES[case]
+    p = write(tmp_path / "p.yaml", content)
+    msg = load_error(p)
+    assert needle in msg and str(p) in msg, msg
+    assert len(msg) < 500, msg  # the offending value is not echoed back whole
+
+
+def test_deep_nesting_is_an_error_with_the_pure_python_loader_too(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    class PyStrict(yaml.SafeLoader):
+        construct_mapping = StrictLoader.construct_mapping
+
+    monkeypatch.setattr(pipeline, "StrictLoader", PyStrict)
+    p = write(tmp_path / "p.yaml", BAD_PIPELINES["nested-990"][0])
+    assert "nested too deeply" in load_error(p)
+
+
+def test_yaml_is_read_with_libyaml_when_pyyaml_has_it() -> None:
+    if yaml.__with_libyaml__:
+        assert issubclass(StrictLoader, yaml.CSafeLoader)
+
+
+def test_duplicate_keys_in_flow_maps_and_merges(tmp_path: Path) -> None:
+    p = write(tmp_path / "p.yaml", "name: x\njobs:\n  - {id: a, command: [echo], id: b}\n")
+    assert "duplicate key 'id'" in load_error(p)
+    merged = write(tmp_path / "m.yaml", """\
+        name: x
+        jobs:
+          - &a {id: a, command: [echo], retries: 1}
+          - {<<: *a, id: b, retries: 2}
+    """)
+    assert [j["retries"] for j in load(merged).jobs] == [1, 2]  # a merged key may be overridden
+
+
+def test_job_count_is_capped_before_any_job_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(defaults, "MAX_JOBS_PER_SUBMISSION", 3)
+    jobs = "".join(f"  - {{id: j{i}, command: [echo]}}\n" for i in range(4))
+    msg = load_error(write(tmp_path / "p.yaml", f"name: x\njobs:\n{jobs}"))
+    assert "jobs: 4 jobs, over the cap of 3 per submission" in msg
+    with pytest.raises(InvalidRequest, match="over the cap of 3"):
+        wire_jobs([TitanJob(f"j{i}", command=["true"]) for i in range(4)])

@@ -16,7 +16,7 @@ from titan_zmq.broker.logs import LogStore
 from titan_zmq.broker.registry import WorkerRegistry
 from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.errors import InvalidRequest, NotFound, StoreUnavailable
-from titan_zmq.jobspec import JobSpec, parse_job, parse_jobs
+from titan_zmq.jobspec import JobSpec, check_name, parse_job, parse_jobs
 from titan_zmq.protocol import Handler, Message, Op, reply
 from titan_zmq.store.client import StoreClient
 
@@ -81,6 +81,8 @@ class ClientApi:
         return self._submit(msg, msg.field("name", str, job.id), [job], msg.field("agent_run_id", OPTIONAL_STR, None))
 
     def _submit(self, msg: Message, name: str, jobs: list[JobSpec], agent: str | None) -> bytes:
+        check_name(name, "name")
+        check_name(agent, "agent_run_id")
         if not self.journal.store_available():
             raise StoreUnavailable("store unavailable: the submission was not accepted (nothing of it will run);"
                                    " retry later")
@@ -98,6 +100,9 @@ class ClientApi:
         run_id = msg.field("run_id", str)
         jobs = parse_jobs(msg.body.get("jobs"))
         run = self.sched.check_new_jobs(run_id, jobs)
+        if len(run.jobs) + len(jobs) > defaults.MAX_JOBS_PER_RUN:
+            raise InvalidRequest(f"run {run_id} has {len(run.jobs)} jobs: {len(jobs)} more would pass the cap of"
+                                 f" {defaults.MAX_JOBS_PER_RUN} jobs per run")
         self.journal.write(self._project_ops(msg, jobs) + journal.spec_ops(run_id, jobs, first=len(run.jobs)),
                            "the added jobs were")
         self.journal.apply(self.sched.add_jobs(run_id, jobs, time.time()))
