@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import zmq
 
@@ -88,6 +91,7 @@ class TitanClient:
         self._events: sockets.Socket | None = None
         self._store: StoreClient | None = None  # direct link to the store, once it answered
         self._store_retry_at = 0.0
+        self.chunk_bytes = defaults.ASSET_CHUNK_BYTES  # the size of the pieces assets move in
 
     def __enter__(self) -> TitanClient:
         return self
@@ -334,29 +338,78 @@ class TitanClient:
     # ---- files -----------------------------------------------------------------------------
 
     def upload_file(self, path: str | Path, name: str | None = None) -> str:
-        """Upload a file as a named asset (default name: the file's name)."""
+        """Upload a file as a named asset (default name: the file's name), piece by piece: memory stays
+        at one piece (``ASSET_CHUNK_BYTES``) whatever the file's size; the broker refuses a file over
+        its ``--max-asset-bytes`` with the first piece."""
         path = Path(path)
         if not path.is_file():
             raise NotFound(f"no file {str(path)!r}")
         name = name or path.name
-        self._call(Op.UPLOAD_ASSET, {"name": name, "data": path.read_bytes()}, timeout=max(self.conn.timeout, 30))
+        with path.open("rb") as src:
+            self._upload(name, src, os.fstat(src.fileno()).st_size)
         return name
 
+    def _upload(self, name: str, src: BinaryIO, size: int) -> dict[str, Any]:
+        """Send ``size`` bytes of ``src`` as asset ``name``; the asset appears only once all are in."""
+        body: dict[str, Any] = {"name": name, "size": size, "offset": 0, "upload": None}
+        timeout = max(self.conn.timeout, 30)
+        while True:
+            data = src.read(min(self.chunk_bytes, size - body["offset"]))
+            if len(data) < min(self.chunk_bytes, size - body["offset"]):
+                raise InvalidRequest(f"{name!r}: the file shrank during the upload")
+            out = self._call(Op.UPLOAD_ASSET, {**body, "data": data}, timeout=timeout)
+            if out.get("done"):
+                return out
+            body.update(offset=out["received"], upload=out["upload"])
+
+    def _asset_pieces(self, name: str) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """An asset's pieces in order, each with the manifest; the sha256 is checked at the end."""
+        timeout = max(self.conn.timeout, 30)
+        sha = hashlib.sha256()
+        index, version, pieces = 0, None, 1
+        while index < pieces:
+            out = self._call(Op.FETCH_ASSET, {"name": name, "index": index, "id": version}, timeout=timeout)
+            version, pieces = out["id"], max(1, int(out["pieces"]))
+            sha.update(out["data"])
+            yield out, bytes(out["data"])
+            index += 1
+            if index == pieces and sha.hexdigest() != out["sha256"]:
+                raise TitanError(f"asset {name!r}: the downloaded bytes do not match its sha256")
+
     def fetch_artifact(self, name: str, dest: str | Path | None = None) -> bytes:
-        """A named asset's bytes (also written to ``dest`` if given)."""
-        data = self._call(Op.FETCH_ASSET, {"name": name}, timeout=max(self.conn.timeout, 30))["data"]
+        """A named asset's bytes (also written to ``dest`` if given); the whole asset is held in
+        memory: :meth:`download_asset` streams a big one to a file instead."""
+        data = b"".join(piece for _, piece in self._asset_pieces(name))
         if dest is not None:
             Path(dest).write_bytes(data)
-        return bytes(data)
+        return data
+
+    def download_asset(self, name: str, dest: str | Path) -> dict[str, Any]:
+        """Stream a named asset into the file ``dest`` piece by piece (memory: one piece); ``dest``
+        appears, complete and checked, only at the end. Returns ``{"name", "size", "sha256"}``."""
+        dest = Path(dest)
+        part = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
+        info: dict[str, Any] = {}
+        try:
+            with part.open("wb") as out:
+                for manifest, piece in self._asset_pieces(name):
+                    out.write(piece)
+                    info = manifest
+            part.replace(dest)
+        finally:
+            part.unlink(missing_ok=True)
+        return {"name": name, "size": info.get("size", 0), "sha256": info.get("sha256")}
 
     def publish_artifact(self, name: str, source: str | Path | bytes, run_id: str | None = None) -> str:
         """Store a file (or bytes) as an artifact of a run (default: the job's own run)."""
         run_id = run_id or os.environ.get("TITAN_RUN_ID")
         if not run_id:
             raise InvalidRequest("publish_artifact needs a run id (or TITAN_RUN_ID in the environment)")
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
         full = f"runs/{run_id}/{name}"
-        self._call(Op.UPLOAD_ASSET, {"name": full, "data": data}, timeout=max(self.conn.timeout, 30))
+        if isinstance(source, bytes):
+            self._upload(full, io.BytesIO(source), len(source))
+        else:
+            self.upload_file(source, full)
         return full
 
     def get_artifact(self, name: str, run_id: str | None = None, dest: str | Path | None = None) -> bytes:

@@ -153,7 +153,8 @@ def bench(quick: bool, json_path: str | None, only: tuple[str, ...]) -> None:
 @click.argument("pipeline", type=click.Path(dir_okay=False))
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the run; exit 0 only if it SUCCEEDED.")
 @click.option("--follow", is_flag=True, help="Print every job's output live until the run ends.")
-@click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON (implies --wait).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the status as JSON: at once after submitting, or the final one with --wait/--follow.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
 def run_cmd(broker: str, pipeline: str, wait_: bool, follow: bool, as_json: bool, timeout: float | None) -> None:
     """Submit a YAML pipeline; prints the run id."""
@@ -163,7 +164,9 @@ def run_cmd(broker: str, pipeline: str, wait_: bool, follow: bool, as_json: bool
         if follow:
             for job_id, rec in follow_run(c, run.run_id, timeout=timeout):
                 click.echo(f"[{job_id}#{rec[1]}] {rec[3]}", err=as_json)
-        if not (wait_ or as_json or follow):
+        if not (wait_ or follow):
+            if as_json:  # the submission document (run id, jobs, state), without waiting
+                emit_json(run.status())
             return
         st = c.wait(run.run_id, timeout)
         if as_json:
@@ -247,9 +250,19 @@ def stats(broker: str) -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name", default=None, help="Asset name (default: the file name).")
 def upload(broker: str, path: str, name: str | None) -> None:
-    """Upload a file as a named asset."""
+    """Upload a file as a named asset (in pieces; the broker's --max-asset-bytes is the limit)."""
     with TitanClient(broker) as c:
         click.echo(c.upload_file(path, name))
+
+
+@command(main)
+@click.argument("name")
+@click.argument("dest", required=False, type=click.Path(dir_okay=False))
+def download(broker: str, name: str, dest: str | None) -> None:
+    """Download a named asset (or artifact, runs/RUN_ID/NAME) into DEST (default: its base name)."""
+    with TitanClient(broker) as c:
+        out = c.download_asset(name, dest or Path(name).name)
+    click.echo(f"{dest or Path(name).name}  {out['size']} bytes  sha256 {out['sha256']}")
 
 
 # ---- store -----------------------------------------------------------------------------------

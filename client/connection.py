@@ -25,7 +25,9 @@ class Connection:
     def __init__(self, address: str, timeout: float = defaults.REQUEST_TIMEOUT):
         self.address = address
         self.timeout = timeout
-        self._link = RequestLink(address, timeout, self._unavailable)
+        # the broker's frame cap (its --max-body / TITAN_MAX_BODY): larger requests are refused here
+        max_body = int(os.environ.get("TITAN_MAX_BODY") or defaults.MAX_BODY_BYTES)
+        self._link = RequestLink(address, timeout, self._unavailable, max_body=max_body)
         self.ctx = self._link.ctx
         self._pub: str | None = None
 

@@ -16,6 +16,10 @@ PUB_ADDR = f"tcp://{HOST}:{PUB_PORT}"
 STORE_ADDR = f"tcp://{HOST}:{STORE_PORT}"
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # frames with a larger body are refused with an ERROR reply
+MAX_ASSET_BYTES = 256 * 1024 * 1024  # largest asset or artifact the broker accepts (the store keeps it in memory)
+ASSET_CHUNK_BYTES = 4 * 1024 * 1024  # uploads and downloads move assets in pieces of this size
+UPLOAD_IDLE = 300.0  # seconds an unfinished upload may stay silent before its pieces are deleted
+UPLOADS_MAX = 32  # unfinished uploads at once (the oldest idle one is given up for a new one)
 
 # Submission caps: the client checks them before sending and the broker again (jobspec.py); README lists them.
 MAX_JOBS_PER_SUBMISSION = 20_000  # jobs in one SUBMIT_DAG or ADD_JOBS (the broker takes ~1 s for this many)
@@ -29,7 +33,9 @@ MAX_PRIORITY = 2**31 - 1  # priority goes from -MAX_PRIORITY to MAX_PRIORITY
 MAX_RETRIES = 100  # retries after the first attempt
 MAX_SECONDS = 366 * 24 * 3600  # delay, timeout and max_wait_seconds: at most a year (finite: no .inf, no .nan)
 
-PUB_HWM = 2000  # events queued per slow subscriber before they are dropped (followers fill gaps by GET_LOGS)
+PUB_HWM = 1000  # events queued per slow subscriber before they are dropped (followers fill gaps by GET_LOGS)
+PUB_EVENT_BYTES = 32 * 1024  # log events are split to stay under this: a slow subscriber queues <= HWM x this
+PUB_MAX_PREFIX = 1024  # longest subscription prefix the broker's XPUB accepts (a longer one drops the connection)
 SUB_HWM = 2000  # events a slow reader (logs -f, wait) buffers before it loses live lines and refills by GET_LOGS
 WORKER_SNDHWM = 200  # frames queued towards the broker before the worker holds job output back
 

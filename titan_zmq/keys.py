@@ -7,7 +7,8 @@ from anybody else), the client (which may read it) and the benchmarks. All value
     spec/<run_id>/<job_id>    a job's spec, written once when the job is accepted
     job/<run_id>/<job_id>     a job's changing state (state, attempts, worker, times...)
     blob/<sha256>             a project archive
-    asset/<name>              an uploaded file or artifact
+    asset/<name>              an uploaded file or artifact: its manifest (id, size, sha256, pieces)
+    chunk/<upload_id>/<n>     the pieces of an asset, written by the broker as an upload goes
     anything else             the users' shared KV and sets
 """
 
@@ -18,7 +19,8 @@ SPEC = "spec/"
 JOB = "job/"
 BLOB = "blob/"
 ASSET = "asset/"
-RESERVED = (RUN, SPEC, JOB, BLOB)  # the journal's prefixes: anybody may read them, only the broker writes
+CHUNK = "chunk/"
+RESERVED = (RUN, SPEC, JOB, BLOB, CHUNK)  # the broker's prefixes: anybody may read them, only the broker writes
 
 
 def run_key(run_id: str) -> str:
@@ -39,6 +41,10 @@ def blob_key(blob_id: str) -> str:
 
 def asset_key(name: str) -> str:
     return f"{ASSET}{name}"
+
+
+def chunk_key(upload_id: str, index: int) -> str:
+    return f"{CHUNK}{upload_id}/{index:08d}"
 
 
 def is_reserved(key: str) -> bool:

@@ -17,6 +17,7 @@ value, so user data may contain anything.
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,7 +125,7 @@ def pack(value: Any) -> bytes:
     return bytes(msgpack.packb(value, use_bin_type=True))
 
 
-def unpack(data: bytes) -> Any:
+def unpack(data: bytes | memoryview) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
@@ -152,28 +153,49 @@ def error_for(exc: ProtocolError) -> bytes:
     return error(exc.code, exc.message, exc.rid)
 
 
+def read_rid(body: bytes | memoryview) -> Any:
+    """The request id of a body that does not decode as a whole, or None.
+
+    Reads the map header and the entries up to ``rid`` only (senders put it first, see
+    :class:`titan_zmq.reqlink.RequestLink`), so an error reply to a body that is too deep, truncated,
+    too long or has junk further on still reaches the request that caused it: the sender's link
+    raises at once instead of timing out (and, for the broker's store link, calling the store down).
+    """
+    try:
+        unpacker = msgpack.Unpacker(io.BytesIO(body), raw=False, strict_map_key=False)
+        for _ in range(unpacker.read_map_header()):
+            if unpacker.unpack() == "rid":
+                rid = unpacker.unpack()
+                return rid if isinstance(rid, int | str) and not isinstance(rid, bool) else None
+            unpacker.skip()
+    except Exception:  # anything unreadable before the rid: there is no rid to echo
+        return None
+    return None
+
+
 def decode(frame: bytes, max_body: int = MAX_BODY_BYTES) -> Message:
-    """Decode one frame; raise :class:`ProtocolError` for anything malformed."""
+    """Decode one frame; raise :class:`ProtocolError` (with the request id when it can be read)."""
     if len(frame) < HEADER_SIZE:
         raise ProtocolError(ErrorCode.SHORT_FRAME, f"frame of {len(frame)} bytes is shorter than the 8-byte header")
     version, op, flags, _reserved, length = HEADER.unpack_from(frame)
     if version != VERSION:
         raise ProtocolError(ErrorCode.BAD_VERSION, f"protocol version {version} is not supported (want {VERSION})")
+    body_bytes = memoryview(frame)[HEADER_SIZE:]  # no copy of a body that may be refused
     if length > max_body:
-        raise ProtocolError(ErrorCode.OVERSIZE, f"body of {length} bytes exceeds the cap of {max_body}")
-    if length != len(frame) - HEADER_SIZE:
-        raise ProtocolError(
-            ErrorCode.LENGTH_MISMATCH,
-            f"header says {length} body bytes, frame has {len(frame) - HEADER_SIZE}",
-        )
+        raise ProtocolError(ErrorCode.OVERSIZE, f"body of {length} bytes exceeds the cap of {max_body}",
+                            rid=read_rid(body_bytes))
+    if length != len(body_bytes):
+        raise ProtocolError(ErrorCode.LENGTH_MISMATCH, f"header says {length} body bytes, frame has {len(body_bytes)}",
+                            rid=read_rid(body_bytes))
     try:
         op_code = Op(op)
     except ValueError:
-        raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op 0x{op:02x}") from None
+        raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op 0x{op:02x}", rid=read_rid(body_bytes)) from None
     try:
-        body = unpack(frame[HEADER_SIZE:]) if length else {}
+        body = unpack(body_bytes) if length else {}
     except Exception as exc:  # msgpack raises several types (ExtraData, ValueError, StackError...)
-        raise ProtocolError(ErrorCode.BAD_BODY, f"body is not valid msgpack: {exc}", op=op_code) from None
+        raise ProtocolError(ErrorCode.BAD_BODY, f"body is not valid msgpack: {exc}", op=op_code,
+                            rid=read_rid(body_bytes)) from None
     if not isinstance(body, dict):
         raise ProtocolError(ErrorCode.BAD_BODY, f"body must be a msgpack map, got {type(body).__name__}", op=op_code)
     return Message(op_code, body, flags)

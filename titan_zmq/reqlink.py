@@ -1,7 +1,10 @@
 """RequestLink: blocking request/reply over one DEALER socket, matched by request id.
 
 Used by the client library (to the broker's ROUTER) and by StoreClient (to the store's REP).
-Every request carries a fresh ``rid``; frames that do not decode and replies with another rid
+Every request carries a fresh ``rid``, first in its body (so a peer that cannot decode the rest can
+still echo it, see :func:`titan_zmq.protocol.read_rid`), and a request larger than the peer's frame
+cap is refused here (the peer's ZeroMQ would drop the connection and the request would time out);
+frames that do not decode and replies with another rid
 (left over from a request that timed out) are dropped.  An ERROR reply raises the exception
 :func:`titan_zmq.errors.from_reply` maps it to.  A request with no reply within its timeout closes
 the socket (so nothing stale stays queued; the next request opens a new one) and raises what
@@ -18,8 +21,8 @@ from typing import Any
 
 import zmq
 
-from titan_zmq import sockets
-from titan_zmq.errors import ProtocolError, TitanError, from_reply
+from titan_zmq import defaults, sockets
+from titan_zmq.errors import InvalidRequest, ProtocolError, TitanError, from_reply
 from titan_zmq.protocol import Message, Op, decode, encode
 
 log = logging.getLogger(__name__)
@@ -43,8 +46,10 @@ class RequestLink:
         *,
         envelope: bool = False,
         context: sockets.Context | None = None,
+        max_body: int = defaults.MAX_BODY_BYTES,
     ):
         self.address = address
+        self.max_body = max_body
         self.timeout = timeout
         self.ctx: sockets.Context = context or zmq.Context.instance()
         self._unavailable = unavailable
@@ -61,8 +66,14 @@ class RequestLink:
     def request(self, op: Op, body: dict[str, Any] | None = None, timeout: float | None = None) -> Message:
         """Send one request and return the reply carrying its rid; raise on ERROR or timeout."""
         rid = next(self._rids)
+        fields: dict[str, Any] = {"rid": rid, **(body or {})}
+        fields["rid"] = rid  # first on the wire whatever ``body`` holds
+        frame = encode(op, fields)
+        if len(frame) > sockets.frame_cap(self.max_body):
+            raise InvalidRequest(f"a {op.name} request of {len(frame)} bytes exceeds the frame cap of "
+                                 f"{sockets.frame_cap(self.max_body)} bytes")
         sock = self.socket()
-        sock.send_multipart([*self._head, encode(op, {**(body or {}), "rid": rid})])
+        sock.send_multipart([*self._head, frame])
         wait = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         while True:

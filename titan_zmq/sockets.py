@@ -2,9 +2,11 @@
 
 Each function sets the options before the socket binds or connects: LINGER 0 (closing never
 blocks on unsent frames), the high-water marks from :mod:`titan_zmq.defaults`, and on every bound
-socket ``ZMQ_MAXMSGSIZE`` = :func:`frame_cap` (libzmq drops a peer that sends a larger frame
-before it is read into memory; smaller oversize lies in the header get an ERROR reply from
-:func:`titan_zmq.protocol.decode`).  ROUTER sockets use ROUTER_MANDATORY, so a send to a peer that
+socket ``ZMQ_MAXMSGSIZE`` = :func:`frame_cap` (the XPUB: the longest subscription prefix), so libzmq
+drops a peer that sends a larger frame before it is read into memory (libzmq reports that only as a
+disconnect, so the process cannot count it; clients refuse to send such a frame in the first place,
+see :mod:`titan_zmq.reqlink`); smaller oversize lies in the header get an ERROR reply from
+:func:`titan_zmq.protocol.decode`.  ROUTER sockets use ROUTER_MANDATORY, so a send to a peer that
 is gone fails instead of vanishing.
 
 CURVE: :func:`_secure` is the single place where keys will be applied (server keys on the bound
@@ -46,9 +48,9 @@ def _make(ctx: Context, kind: int, server: bool) -> Socket:
     return sock
 
 
-def _bind(sock: Socket, addr: str, max_body: int) -> Socket:
+def _bind(sock: Socket, addr: str, cap: int) -> Socket:
     """Cap the frame size and bind; a socket that cannot bind is closed before the error goes up."""
-    sock.setsockopt(zmq.MAXMSGSIZE, frame_cap(max_body))
+    sock.setsockopt(zmq.MAXMSGSIZE, cap)
     try:
         sock.bind(addr)
     except zmq.ZMQError:
@@ -61,14 +63,22 @@ def router(ctx: Context, bind: str, max_body: int = defaults.MAX_BODY_BYTES) -> 
     """The broker's ROUTER for clients and workers; sends to a gone peer raise (ROUTER_MANDATORY)."""
     sock = _make(ctx, zmq.ROUTER, server=True)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    return _bind(sock, bind, max_body)
+    return _bind(sock, bind, frame_cap(max_body))
 
 
-def xpub(ctx: Context, bind: str, max_body: int = defaults.MAX_BODY_BYTES) -> Socket:
-    """The broker's event fan-out; a slow subscriber loses events past ``PUB_HWM``."""
+SUBSCRIBE_OVERHEAD = 16  # bytes a subscription message adds to its prefix (ZMTP 3.1: "\x09SUBSCRIBE" + prefix)
+
+
+def xpub(ctx: Context, bind: str, max_prefix: int = defaults.PUB_MAX_PREFIX) -> Socket:
+    """The broker's event fan-out; a slow subscriber loses events past ``PUB_HWM``.
+
+    The only frames an XPUB receives are (un)subscriptions, so its ``MAXMSGSIZE`` is the longest
+    prefix accepted: ZeroMQ keeps every prefix in a trie costing ~50 bytes per prefix byte, and a
+    peer sending a longer one is disconnected before the prefix is read into memory.
+    """
     sock = _make(ctx, zmq.XPUB, server=True)
     sock.setsockopt(zmq.SNDHWM, defaults.PUB_HWM)
-    return _bind(sock, bind, max_body)
+    return _bind(sock, bind, max_prefix + SUBSCRIBE_OVERHEAD)
 
 
 def rep(
@@ -80,7 +90,7 @@ def rep(
     """The store's REP socket; ``recv_timeout_ms`` lets a blocking recv wake up for timers."""
     sock = _make(ctx, zmq.REP, server=True)
     sock.setsockopt(zmq.RCVTIMEO, recv_timeout_ms)
-    return _bind(sock, bind, max_body)
+    return _bind(sock, bind, frame_cap(max_body))
 
 
 def dealer(

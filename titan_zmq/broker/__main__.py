@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from titan_zmq import defaults
 from titan_zmq.broker.server import Broker
-from titan_zmq.cli_common import on_stop_signals, setup_logging
+from titan_zmq.cli_common import check_exposure, insecure_option, on_stop_signals, private_dirs, setup_logging
 
 
 @click.command(context_settings={"show_default": True})
@@ -28,13 +30,20 @@ from titan_zmq.cli_common import on_stop_signals, setup_logging
               default=defaults.MAX_BODY_BYTES, help="Largest frame body accepted, bytes.")
 @click.option("--store-timeout", envvar="TITAN_STORE_TIMEOUT", show_envvar=True, type=float,
               default=defaults.STORE_TIMEOUT, help="Seconds to wait for the store.")
+@click.option("--max-asset-bytes", envvar="TITAN_MAX_ASSET_BYTES", show_envvar=True, type=int,
+              default=defaults.MAX_ASSET_BYTES, help="Largest asset or artifact accepted by upload, bytes.")
+@insecure_option
 @click.option("--log-level", envvar="TITAN_LOG_LEVEL", show_envvar=True, default="INFO")
 def main(bind: str, pub: str, store: str, data_dir: str, heartbeat_interval: float, liveness: int,
-         retry_backoff: float, max_body: int, store_timeout: float, log_level: str) -> None:
+         retry_backoff: float, max_body: int, store_timeout: float, max_asset_bytes: int, insecure: bool,
+         log_level: str) -> None:
     """Run the titan broker: schedules jobs and DAGs onto workers."""
     setup_logging(log_level)
+    exposed = check_exposure("titan-broker", [bind, pub], insecure)
+    private_dirs(Path(data_dir))  # 0700, and the job logs in it 0600
     broker = Broker(bind=bind, pub=pub, store=store, data_dir=data_dir, heartbeat_interval=heartbeat_interval,
-                    liveness=liveness, retry_backoff=retry_backoff, max_body=max_body, store_timeout=store_timeout)
+                    liveness=liveness, retry_backoff=retry_backoff, max_body=max_body, store_timeout=store_timeout,
+                    max_asset=max_asset_bytes, exposed=exposed)
     on_stop_signals(broker.stop)
     broker.serve()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -10,15 +11,18 @@ from typing import Any
 
 from titan_zmq import defaults, keys
 from titan_zmq.broker import journal
+from titan_zmq.broker.assets import Assets
 from titan_zmq.broker.blobs import BlobCache
 from titan_zmq.broker.commit import GroupCommit
 from titan_zmq.broker.logs import LogStore
 from titan_zmq.broker.registry import WorkerRegistry
 from titan_zmq.broker.scheduler import Scheduler
-from titan_zmq.errors import InvalidRequest, NotFound, StoreUnavailable
+from titan_zmq.errors import InvalidRequest, StoreUnavailable
 from titan_zmq.jobspec import JobSpec, check_name, parse_job, parse_jobs
 from titan_zmq.protocol import Handler, Message, Op, reply
 from titan_zmq.store.client import StoreClient
+
+log = logging.getLogger(__name__)
 
 KV_OPS = (
     Op.KV_SET, Op.KV_GET, Op.KV_SADD, Op.KV_SMEMBERS, Op.KV_DEL, Op.KV_INCR, Op.KV_SREM, Op.KV_KEYS,
@@ -41,8 +45,10 @@ class ClientApi:
     """
 
     def __init__(self, sched: Scheduler, registry: WorkerRegistry, journal: GroupCommit, store: StoreClient,
-                 logs: LogStore, blobs: BlobCache, stats: Callable[[], dict[str, Any]], stop: Callable[[], None]):
+                 logs: LogStore, blobs: BlobCache, stats: Callable[[], dict[str, Any]], stop: Callable[[], None],
+                 assets: Assets | None = None):
         self.sched = sched
+        self.assets = assets or Assets(store)
         self.registry = registry
         self.journal = journal
         self.store = store
@@ -182,17 +188,15 @@ class ClientApi:
         return reply(msg, out, Op.DATA)
 
     def on_upload(self, identity: bytes, msg: Message) -> bytes:
-        name, data = msg.field("name", str), msg.field("data", bytes)
-        self.store.set(keys.asset_key(name), data)
-        return reply(msg, {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        """One piece of an upload (or a whole small asset): see :mod:`.assets`."""
+        return reply(msg, self.assets.upload(msg))
 
     def on_fetch(self, identity: bytes, msg: Message) -> bytes:
-        name = msg.field("name", str)
-        data = self.store.get(keys.asset_key(name))
-        if data is None:
-            raise NotFound(f"no asset named {name!r}")
-        return reply(msg, {"name": name, "data": data}, Op.DATA)
+        return reply(msg, self.assets.fetch(msg), Op.DATA)
 
     def on_stop(self, identity: bytes, msg: Message) -> bytes:
+        conn = self.registry.by_identity.get(identity)
+        log.warning("STOP requested by %s (connection %s): stopping", f"worker {conn.name}" if conn else "a client",
+                    identity.hex())
         self.stop()
         return reply(msg, {"stopping": True})

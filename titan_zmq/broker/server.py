@@ -20,6 +20,7 @@ import zmq
 from titan_zmq import defaults, events, sockets
 from titan_zmq.broker import recovery
 from titan_zmq.broker.api import ClientApi
+from titan_zmq.broker.assets import Assets
 from titan_zmq.broker.blobs import BlobCache
 from titan_zmq.broker.commit import GroupCommit
 from titan_zmq.broker.logs import LogStore
@@ -29,6 +30,7 @@ from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.broker.worker_link import WorkerLink
 from titan_zmq.errors import ErrorCode, ProtocolError, StoreUnavailable, TitanError
 from titan_zmq.protocol import Handler, Op, decode, encode, error, error_for
+from titan_zmq.refusals import RefusalLog
 from titan_zmq.states import JobState
 from titan_zmq.store.client import StoreClient
 
@@ -52,11 +54,14 @@ class Broker:
         retry_backoff: float = defaults.RETRY_BACKOFF,
         max_body: int = defaults.MAX_BODY_BYTES,
         store_timeout: float = defaults.STORE_TIMEOUT,
+        max_asset: int = defaults.MAX_ASSET_BYTES,
+        exposed: list[str] | None = None,
     ):
         self.bind_addr, self.pub_addr = bind, pub
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.max_body = max_body
+        self.exposed = exposed or []  # addresses bound with --insecure (shown in the stats)
         self.ctx = zmq.Context()
         self.router = sockets.router(self.ctx, bind, max_body)
         self.publisher = EventPublisher(self.ctx, pub)
@@ -71,13 +76,14 @@ class Broker:
         self.counters = {"bad_frames": 0, "requests": 0, "dispatched": 0, "store_errors": 0,
                          "journal_batches": 0, "journal_records": 0}
         self._last_tick = 0.0
+        self.refusals = RefusalLog(log, self.counters)
         blobs = BlobCache(self.store)
         self.journal = GroupCommit(self.store, self.sched, self.publisher, self.counters, self.send,
                                    deliver=lambda action: self.link.deliver(action))
         self.link = WorkerLink(self.sched, self.registry, self.journal, self.logs, self.publisher, blobs, self.send,
                                self.counters, hello=lambda: {"pub": self.pub_addr, "store": self.store.addr})
         self.api = ClientApi(self.sched, self.registry, self.journal, self.store, self.logs, blobs,
-                             stats=self.stats, stop=self.stop)
+                             stats=self.stats, stop=self.stop, assets=Assets(self.store, max_asset))
         self.handlers: dict[Op, Handler] = {**self.api.handlers(), **self.link.handlers()}
 
     # ---- loop ------------------------------------------------------------------------------
@@ -145,14 +151,13 @@ class Broker:
         identity, frame = frames[0], frames[-1]
         self.counters["requests"] += 1
         if len(frames) != 2:
-            self.counters["bad_frames"] += 1
-            self.send(identity, error(ErrorCode.BAD_REQUEST, f"expected one frame per message, got {len(frames) - 1}"))
+            self._refuse(identity, ProtocolError(ErrorCode.BAD_REQUEST,
+                                                 f"expected one frame per message, got {len(frames) - 1}"))
             return
         try:
             msg = decode(frame, self.max_body)
         except ProtocolError as exc:
-            self.counters["bad_frames"] += 1
-            self.send(identity, error_for(exc))
+            self._refuse(identity, exc)
             return
         if msg.flags:  # a reply (ACK of a heartbeat, say): counts as liveness only
             self.registry.seen(identity, time.time())
@@ -163,8 +168,9 @@ class Broker:
                 raise ProtocolError(ErrorCode.UNKNOWN_OP, f"op {msg.op.name} is not served by the broker")
             out = handler(identity, msg)
         except ProtocolError as exc:
-            self.counters["bad_frames"] += 1
-            out = error(exc.code, exc.message, msg.rid)
+            exc.rid = msg.rid
+            self._refuse(identity, exc)
+            return
         except StoreUnavailable as exc:
             out = error(ErrorCode.STORE_UNAVAILABLE, str(exc), msg.rid)
         except TitanError as exc:
@@ -174,6 +180,12 @@ class Broker:
             out = error(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}", msg.rid)
         if out is not None:
             self.send(identity, out)
+
+    def _refuse(self, identity: bytes, exc: ProtocolError) -> None:
+        """Count, log and answer a frame the broker refuses."""
+        conn = self.registry.by_identity.get(identity)
+        self.refusals.refused(f"{conn.name if conn else 'peer'} {identity.hex()}", exc.code, exc.message)
+        self.send(identity, error_for(exc))
 
     def _poll_timeout_ms(self) -> int:
         now = time.time()
@@ -221,7 +233,8 @@ class Broker:
             "jobs": states, "queued": states.get(JobState.QUEUED.value, 0),
             "running": states.get(JobState.RUNNING.value, 0), "store_ok": self.journal.store_ok,
             "uptime": time.time() - self.started_at, "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
-            "pub": self.pub_addr, **self.counters,
+            "pub": self.pub_addr, "insecure": bool(self.exposed), "exposed": self.exposed,
+            "events_dropped": self.publisher.dropped, **self.counters,
         }
 
     def stop(self) -> None:

@@ -14,7 +14,7 @@ import click
 import zmq
 
 from titan_zmq import defaults
-from titan_zmq.cli_common import on_stop_signals, setup_logging
+from titan_zmq.cli_common import check_exposure, insecure_option, on_stop_signals, private_dirs, setup_logging
 from titan_zmq.errors import AOFCorrupt
 from titan_zmq.store.aof import FSYNC_POLICIES, repair
 from titan_zmq.store.server import StoreServer
@@ -33,22 +33,28 @@ log = logging.getLogger(__name__)
               help="AOF fsync policy: always (before every reply), everysec, or no.")
 @click.option("--repair", "repair_aof", is_flag=True, default=False,
               help="Truncate the AOF after its last good record, report what was cut, and exit.")
+@insecure_option
 @click.option("--log-level", envvar="TITAN_LOG_LEVEL", show_envvar=True, default="INFO")
-def main(bind: str, data_dir: str, fsync: str, repair_aof: bool, log_level: str) -> None:
+def main(bind: str, data_dir: str, fsync: str, repair_aof: bool, insecure: bool, log_level: str) -> None:
     """The titan-zmq store: KV, sets and TTLs behind a ZeroMQ REP socket, journaled to an
     append-only file (DATA_DIR/store.aof)."""
-    sys.exit(run(bind, Path(data_dir), fsync, repair_aof, log_level))
-
-
-def run(bind: str, data_dir: Path, fsync: str, repair_aof: bool, log_level: str) -> int:
     setup_logging(log_level)
+    exposed = check_exposure("titan-store", [bind], insecure)
+    sys.exit(run(bind, Path(data_dir), fsync, repair_aof, log_level, insecure=bool(exposed)))
+
+
+def run(bind: str, data_dir: Path, fsync: str, repair_aof: bool, log_level: str, insecure: bool = False) -> int:
+    setup_logging(log_level)
+    private_dirs(data_dir)  # 0700, and the AOF 0600 (also one made by an older version)
+    if (data_dir / AOF_NAME).exists():
+        (data_dir / AOF_NAME).chmod(0o600)
     if repair_aof:
         path = data_dir / AOF_NAME
         cut = repair(path)
         print(f"titan-store: repaired {path}: cut {cut} bytes" if cut else f"titan-store: {path} is intact")
         return 0
     try:
-        server = StoreServer(bind, data_dir, fsync)
+        server = StoreServer(bind, data_dir, fsync, insecure=insecure)
     except AOFCorrupt as exc:
         print(f"titan-store: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,14 @@ STOP_LINGER_MS = 500  # on close, give the STOP reply this long to get out
 _FALLBACK = protocol.error(ErrorCode.INTERNAL, "internal error while building the reply")
 
 
+def peer_address(frame: zmq.Frame) -> str:
+    """The address a request came from, as ZeroMQ knows it (for the log)."""
+    try:
+        return str(frame.get("Peer-Address"))
+    except zmq.ZMQError:  # not over TCP (ipc, inproc): ZeroMQ does not know
+        return "unknown peer"
+
+
 class StoreServer:
     """A REP socket bound to ``bind`` serving a :class:`StoreService` on ``data_dir``.
 
@@ -40,11 +48,13 @@ class StoreServer:
         context: sockets.Context | None = None,
         compact_min_bytes: int = defaults.COMPACT_MIN_BYTES,
         compact_ratio: float = defaults.COMPACT_RATIO,
+        insecure: bool = False,
     ):
         self.bind = bind
         self.service = StoreService(
             data_dir, fsync, compact_min_bytes=compact_min_bytes, compact_ratio=compact_ratio
         )
+        self.service.insecure = insecure
         self._own_context = context is None
         self.context = context or zmq.Context()
         self._stop_requested = False
@@ -72,7 +82,7 @@ class StoreServer:
         try:
             while not (self._stop_requested or self.service.stopped):
                 try:
-                    parts = self.socket.recv_multipart()
+                    parts = self.socket.recv_multipart(copy=False)  # frames: they know their peer
                 except zmq.Again:
                     parts = None
                 except zmq.ZMQError as exc:
@@ -85,13 +95,15 @@ class StoreServer:
         finally:
             self.close()
 
-    def _answer(self, parts: list[bytes]) -> bytes:
+    def _answer(self, parts: list[zmq.Frame]) -> bytes:
+        peer = peer_address(parts[0])
         if len(parts) != 1:
             self.service.counters["requests"] += 1
-            self.service.counters["bad_frames"] += 1
-            return protocol.error(ErrorCode.BAD_REQUEST, f"expected one frame per request, got {len(parts)}")
+            message = f"expected one frame per request, got {len(parts)}"
+            self.service.refusals.refused(peer, ErrorCode.BAD_REQUEST, message)
+            return protocol.error(ErrorCode.BAD_REQUEST, message)
         try:
-            return self.service.handle(parts[0])
+            return self.service.handle(parts[0].bytes, peer)
         except Exception:
             log.exception("failed to build a reply")
             return _FALLBACK

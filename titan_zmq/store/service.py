@@ -25,6 +25,7 @@ from titan_zmq.errors import (
 )
 from titan_zmq.protocol import Message, Op
 from titan_zmq.protocol import body_field as field
+from titan_zmq.refusals import RefusalLog
 from titan_zmq.store.aof import AOF
 from titan_zmq.store.engine import Engine
 
@@ -87,6 +88,9 @@ class StoreService:
         self.stopped = False  # set by STOP or a journal failure; the loop exits
         self.failed = False  # the journal failed: exit non-zero
         self.counters = {"requests": 0, "bad_frames": 0, "errors": 0, "compactions": 0}
+        self.refusals = RefusalLog(log, self.counters)
+        self.insecure = False  # bound to a non-loopback address with --insecure (shown in the stats)
+        self.peer = "unknown peer"  # where the request being handled comes from (for the log)
         self.handlers: dict[Op, Handler] = {
             Op.HEARTBEAT: self.on_ping,
             Op.STOP: self.on_stop,
@@ -121,18 +125,24 @@ class StoreService:
 
     # -- the request path ----------------------------------------------------------
 
-    def handle(self, frame: bytes) -> bytes:
-        """Decode one request frame and return exactly one reply frame."""
+    def handle(self, frame: bytes, peer: str | None = None) -> bytes:
+        """Decode one request frame and return exactly one reply frame.
+
+        A frame that cannot be decoded is answered with the request id when one can be read, so the
+        sender's link raises at once (a broker would otherwise wait and call the store down).
+        """
         self.counters["requests"] += 1
+        self.peer = peer or "unknown peer"
         try:
             msg = protocol.decode(frame)
         except ProtocolError as exc:
-            self.counters["bad_frames"] += 1
+            self.refusals.refused(self.peer, exc.code, exc.message)
             return protocol.error_for(exc)
         handler = self.handlers.get(msg.op)
         if handler is None:
-            self.counters["bad_frames"] += 1
-            return protocol.error(ErrorCode.UNKNOWN_OP, f"the store does not serve {msg.op.name}", msg.rid)
+            message = f"the store does not serve {msg.op.name}"
+            self.refusals.refused(self.peer, ErrorCode.UNKNOWN_OP, message)
+            return protocol.error(ErrorCode.UNKNOWN_OP, message, msg.rid)
         try:
             return handler(msg)
         except BadField as exc:
@@ -206,6 +216,7 @@ class StoreService:
         return protocol.reply(msg, {}, Op.ACK)
 
     def on_stop(self, msg: Message) -> bytes:
+        log.warning("STOP requested by %s: stopping", self.peer)
         self.stopped = True
         return protocol.reply(msg, {}, Op.ACK)
 
@@ -216,6 +227,7 @@ class StoreService:
             "sets": sets,
             "aof_bytes": self.aof.size,
             "fsync": self.aof.fsync,
+            "insecure": self.insecure,
             **self.counters,
         }
         return protocol.reply(msg, body, Op.DATA)

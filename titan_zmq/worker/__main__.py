@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from titan_zmq import defaults
-from titan_zmq.cli_common import on_stop_signals, setup_logging
+from titan_zmq.cli_common import on_stop_signals, private_dirs, setup_logging
 from titan_zmq.worker.agent import WorkerAgent
 
 
@@ -30,6 +32,7 @@ def main(broker: str, capabilities: tuple[str, ...], slots: int, permanent: bool
          name: str | None, heartbeat_interval: float, liveness: int, log_level: str) -> None:
     """Run a titan worker: runs the jobs the broker sends it."""
     setup_logging(log_level)
+    private_dirs(Path(workspace), umask=False)  # 0700: jobs keep the usual umask for what they write inside
     agent = WorkerAgent(broker=broker, capabilities=list(capabilities), slots=slots, permanent=permanent,
                         workspace=workspace, name=name, heartbeat_interval=heartbeat_interval, liveness=liveness)
     on_stop_signals(agent.stop)
