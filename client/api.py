@@ -324,8 +324,15 @@ class TitanClient:
         return list(self._kv(Op.KV_SMEMBERS, {"key": key})["members"])
 
     def store_keys(self, prefix: str = "") -> list[str]:
-        """Keys and set names starting with ``prefix``, sorted."""
-        return list(self._kv(Op.KV_KEYS, {"prefix": prefix})["keys"])
+        """Keys and set names starting with ``prefix``, sorted (the store answers in pages; all are read)."""
+        out: list[str] = []
+        after = None
+        while True:
+            reply = self._kv(Op.KV_KEYS, {"prefix": prefix, "after": after})
+            out += reply["keys"]
+            after = reply.get("next")
+            if after is None:
+                return out
 
     # ---- files -----------------------------------------------------------------------------
 

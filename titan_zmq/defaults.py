@@ -49,3 +49,7 @@ LOG_PAGE_LINES = 20_000  # GET_LOGS returns at most this many lines per page
 FSYNC = "always"  # store AOF fsync policy: always | everysec | no
 COMPACT_MIN_BYTES = 64 * 1024 * 1024  # auto-compact the AOF once it is this large...
 COMPACT_RATIO = 4.0  # ...and this many times the size of the live data
+COMPACT_MIN_DELETES = 1000  # also compact once this many keys were deleted since the last compaction (and
+#                             they outnumber the live keys): finished runs leaving the store shrink the file
+KEYS_PAGE = 10_000  # a prefix query (KV_KEYS) returns at most this many keys per reply...
+KEYS_PAGE_BYTES = 4 * 1024 * 1024  # ...and stops once it holds about this many bytes of keys and values
