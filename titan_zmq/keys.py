@@ -8,6 +8,8 @@ from anybody else), the client (which may read it) and the benchmarks. All value
     job/<run_id>/<job_id>     a job's changing state (state, attempts, worker, times...)
     blob/<sha256>             a project archive
     asset/<name>              an uploaded file or artifact
+    quarantine/<key>          a journal record the broker could not read at start-up, moved here with
+                              its value (logged; never read back: inspect it, then delete it)
     anything else             the users' shared KV and sets
 """
 
@@ -18,6 +20,7 @@ SPEC = "spec/"
 JOB = "job/"
 BLOB = "blob/"
 ASSET = "asset/"
+QUARANTINE = "quarantine/"  # not reserved: nothing reads it back, and operators clear it with ordinary tools
 RESERVED = (RUN, SPEC, JOB, BLOB)  # the journal's prefixes: anybody may read them, only the broker writes
 
 
@@ -39,6 +42,10 @@ def blob_key(blob_id: str) -> str:
 
 def asset_key(name: str) -> str:
     return f"{ASSET}{name}"
+
+
+def quarantine_key(key: str) -> str:
+    return f"{QUARANTINE}{key}"
 
 
 def is_reserved(key: str) -> bool:

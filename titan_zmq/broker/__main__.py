@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from titan_zmq import defaults
+from titan_zmq.broker.retention import parse_duration
 from titan_zmq.broker.server import Broker
 from titan_zmq.cli_common import on_stop_signals, setup_logging
 
@@ -28,14 +29,25 @@ from titan_zmq.cli_common import on_stop_signals, setup_logging
               default=defaults.MAX_BODY_BYTES, help="Largest frame body accepted, bytes.")
 @click.option("--store-timeout", envvar="TITAN_STORE_TIMEOUT", show_envvar=True, type=float,
               default=defaults.STORE_TIMEOUT, help="Seconds to wait for the store.")
+@click.option("--retain", envvar="TITAN_RETAIN", show_envvar=True, default="7d",
+              help="Finished runs leave memory, the store and the logs this long after they finish "
+                   "(7d, 12h, 30m, 45s or seconds; 0 or forever: no age limit).")
+@click.option("--retain-runs", envvar="TITAN_RETAIN_RUNS", show_envvar=True, type=click.IntRange(min=0),
+              default=defaults.RETAIN_RUNS, help="Finished runs kept at most, the newest (0: no limit).")
 @click.option("--log-level", envvar="TITAN_LOG_LEVEL", show_envvar=True, default="INFO")
 def main(bind: str, pub: str, store: str, data_dir: str, heartbeat_interval: float, liveness: int,
-         retry_backoff: float, max_body: int, store_timeout: float, log_level: str) -> None:
+         retry_backoff: float, max_body: int, store_timeout: float, retain: str, retain_runs: int,
+         log_level: str) -> None:
     """Run the titan broker: schedules jobs and DAGs onto workers."""
+    try:
+        max_age = parse_duration(retain)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retain") from None
     setup_logging(log_level)
     broker = Broker(bind=bind, pub=pub, store=store, data_dir=data_dir, heartbeat_interval=heartbeat_interval,
-                    liveness=liveness, retry_backoff=retry_backoff, max_body=max_body, store_timeout=store_timeout)
-    on_stop_signals(broker.stop)
+                    liveness=liveness, retry_backoff=retry_backoff, max_body=max_body, store_timeout=store_timeout,
+                    retain=max_age, retain_runs=retain_runs or None)
+    on_stop_signals(broker.interrupt)
     broker.serve()
 
 
