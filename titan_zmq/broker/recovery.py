@@ -15,6 +15,7 @@ original value kept) and left out, so one bad record never stops the broker from
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterator
@@ -68,9 +69,10 @@ def load_runs(store: JournalStore) -> list[RunRecord]:
     for prefix, parse in ((keys.RUN, _read_meta), (keys.SPEC, _read_spec), (keys.JOB, _read_state)):
         for page in store.pages(prefix, values=True, max_value=defaults.JOURNAL_RECORD_MAX):
             for key, size in page.oversize.items():
-                _mark(_run_of(runs, key)[0], key, f"{size} bytes, over the {defaults.JOURNAL_RECORD_MAX} byte bound")
+                _mark(_run_of(runs, prefix, key)[0], key,
+                      f"{size} bytes, over the {defaults.JOURNAL_RECORD_MAX} byte bound")
             for key, value in page.items.items():
-                run, job_id = _run_of(runs, key)
+                run, job_id = _run_of(runs, prefix, key)
                 try:
                     parse(run, job_id, key, value)
                 except BadRecord as exc:
@@ -83,6 +85,7 @@ def load_runs(store: JournalStore) -> list[RunRecord]:
             bad.append(run)
         else:
             out.append(record)
+    _parse_spec.cache_clear()
     if bad:
         quarantine(store, bad, raw)
     return sorted(out, key=lambda r: r.created_at)
@@ -112,9 +115,8 @@ def quarantine(store: JournalStore, bad: list[_Run], raw: dict[str, Value]) -> N
     log.warning("moved %d journal records of %d unreadable runs under %s", moved, len(bad), keys.QUARANTINE)
 
 
-def _run_of(runs: dict[str, _Run], key: str) -> tuple[_Run, str]:
+def _run_of(runs: dict[str, _Run], prefix: str, key: str) -> tuple[_Run, str]:
     """The run a key belongs to and the key's job id ("" for a run's meta)."""
-    prefix = next(p for p in (keys.RUN, keys.SPEC, keys.JOB) if key.startswith(p))
     run_id, _, job_id = key[len(prefix):].partition("/")
     run = runs.get(run_id)
     if run is None:
@@ -128,7 +130,7 @@ def _mark(run: _Run, key: str, why: str) -> None:
     run.bad = run.bad or f"{key}: {why}"
 
 
-def _unpack_map(key: str, value: Value) -> dict[str, Any]:
+def _unpack_map(value: Value) -> dict[str, Any]:
     if not isinstance(value, bytes):
         raise BadRecord("not msgpack bytes")
     try:
@@ -140,10 +142,12 @@ def _unpack_map(key: str, value: Value) -> dict[str, Any]:
     return out
 
 
-def _check(record: dict[str, Any], name: str, kinds: tuple[type, ...]) -> None:
-    value = record.get(name)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise BadRecord(f"{name}: expected {' or '.join(k.__name__ for k in kinds)}, got {type(value).__name__}")
+def _check(record: dict[str, Any], types: dict[str, tuple[type, ...]]) -> None:
+    """The fields of ``record`` named in ``types`` have one of their types (absent fields pass)."""
+    for name, value in record.items():
+        kinds = types.get(name)
+        if kinds is not None and (value.__class__ is bool or not isinstance(value, kinds)):
+            raise BadRecord(f"{name}: expected {' or '.join(k.__name__ for k in kinds)}, got {type(value).__name__}")
 
 
 NUMBER_OR_NONE = (int, float, type(None))
@@ -155,38 +159,49 @@ STATE_TYPES: dict[str, tuple[type, ...]] = {
     "error": STR_OR_NONE, "dispatched_at": NUMBER_OR_NONE, "started_at": NUMBER_OR_NONE,
     "finished_at": NUMBER_OR_NONE, "due_at": NUMBER_OR_NONE,
 }
+STATE_FIELDS = frozenset(JOB_STATE_FIELDS)
+META_TYPES: dict[str, tuple[type, ...]] = {
+    "name": STR_OR_NONE, "agent_run_id": STR_OR_NONE, "created_at": NUMBER_OR_NONE,
+    "finished_at": NUMBER_OR_NONE, "state": STR_OR_NONE,
+}
 
 
 def _read_meta(run: _Run, job_id: str, key: str, value: Value) -> None:
     if job_id:
         raise BadRecord("a run id has no '/'")
-    meta = _unpack_map(key, value)
-    for name, kinds in (("name", STR_OR_NONE), ("agent_run_id", STR_OR_NONE), ("created_at", NUMBER_OR_NONE),
-                        ("finished_at", NUMBER_OR_NONE), ("state", STR_OR_NONE)):
-        _check(meta, name, kinds)
+    meta = _unpack_map(value)
+    _check(meta, META_TYPES)
     if meta.get("state", "RUNNING") not in RunState.__members__:
         raise BadRecord(f"unknown run state {meta.get('state')!r:.40}")
     run.meta = meta
 
 
 def _read_spec(run: _Run, job_id: str, key: str, value: Value) -> None:
-    record = _unpack_map(key, value)
-    order = record.pop("_order", 0)
-    if isinstance(order, bool) or not isinstance(order, int):
-        raise BadRecord(f"_order: expected int, got {type(order).__name__}")
-    try:
-        spec = parse_job(record, f"journal {key}")
-    except TitanError as exc:
-        raise BadRecord(str(exc)) from None
+    if not isinstance(value, bytes):
+        raise BadRecord("not msgpack bytes")
+    order, spec = _parse_spec(value)
     if spec.id != job_id:
         raise BadRecord(f"the spec is of job {spec.id!r:.40}")
     run.specs[job_id] = (order, spec)
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_spec(value: bytes) -> tuple[int, JobSpec]:
+    """A journaled spec and its order in the run.  Cached by its bytes: a history of runs of the same
+    pipelines repeats the same specs, which then are parsed once and share one (frozen) JobSpec."""
+    record = _unpack_map(value)
+    order = record.pop("_order", 0)
+    if isinstance(order, bool) or not isinstance(order, int):
+        raise BadRecord(f"_order: expected int, got {type(order).__name__}")
+    try:
+        return order, parse_job(record, "journal spec")
+    except TitanError as exc:
+        raise BadRecord(str(exc)) from None
+
+
 def _read_state(run: _Run, job_id: str, key: str, value: Value) -> None:
-    state = _unpack_map(key, value)
-    for name, kinds in STATE_TYPES.items():
-        _check(state, name, kinds)
+    state = _unpack_map(value)
+    _check(state, STATE_TYPES)
     if state.get("state", "PENDING") not in JobState.__members__:
         raise BadRecord(f"unknown job state {state.get('state')!r:.40}")
     run.states[job_id] = state
@@ -204,7 +219,8 @@ def _stitch(run_id: str, run: _Run) -> RunRecord | None:
     else:
         ordered = sorted(run.specs.values(), key=lambda order_spec: order_spec[0])
         try:
-            validate_dag([spec for _, spec in ordered])
+            if any(spec.depends_on for _, spec in ordered):  # without edges there is nothing to check
+                validate_dag([spec for _, spec in ordered])
         except TitanError as exc:
             run.bad = str(exc)
     if run.bad is not None or meta is None:
@@ -217,9 +233,9 @@ def _stitch(run_id: str, run: _Run) -> RunRecord | None:
         rec = JobRecord(run_id=run_id, spec=spec, seq=seq)
         state = run.states.get(spec.id)
         if state:
-            for name in JOB_STATE_FIELDS:
-                if name in state:
-                    setattr(rec, name, state[name])
+            for name, value in state.items():
+                if name in STATE_FIELDS:
+                    setattr(rec, name, value)
             rec.state = JobState(state.get("state") or "PENDING")
             rec.attempts, rec.failures = rec.attempts or 0, rec.failures or 0
         record.jobs[spec.id] = rec

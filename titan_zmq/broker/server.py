@@ -8,6 +8,7 @@ worker link (:mod:`.worker_link`), each given only the parts it needs.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -131,6 +132,7 @@ class Broker:
         t0 = time.time()
         runs = None
         self.loading = True
+        gc.disable()  # a long history is millions of new objects: collections meanwhile would only rescan them
         try:
             while self.running and runs is None:
                 try:
@@ -150,6 +152,8 @@ class Broker:
             self.journal.apply(self.sched.restore(runs, now))
         finally:
             self.loading = False
+            gc.enable()
+        gc.freeze()  # what was loaded is long-lived: later collections need not walk it again
         running = sum(1 for r in runs for j in r.jobs.values() if j.state is JobState.RUNNING)
         if running:
             self.unclaimed_deadline = now + defaults.RESTORE_GRACE
