@@ -14,6 +14,7 @@ TARGETS = {  # scenario -> (field, comparison, target, text)
     "big-dag": ("ratio", "<=", 1.5, "≤ 1.5 × floor; peak RSS ≤ 250 MiB, < 10 KiB/job"),
     "store": ("value", ">=", 10_000, "≥ 10,000 ops/s everysec, ≥ 2,000 always"),
     "recovery": ("value", "<=", 3.0, "≤ 3 s for 100,000 transitions"),
+    "restart-history": ("value", "<=", 5.0, "≤ 5 s to first dispatch with 100,000 finished runs kept"),
     "logs": ("value", "<=", 50.0, "p50 ≤ 50 ms, p99 ≤ 250 ms"),
 }
 

@@ -51,6 +51,8 @@ def run(bench: Bench, only: list[str] | None = None) -> dict[str, Any]:
         bench.store_ops()
     if want("recovery"):
         bench.recovery()
+    if want("restart-history"):
+        bench.restart_history()
     return {"machine": machine(), "quick": bench.quick, "scenarios": bench.results}
 
 

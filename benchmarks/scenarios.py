@@ -31,6 +31,23 @@ HELLO = "print('hello')\n"
 TICKER = "import time\nfor i in range({n}):\n    print(f'{{time.time():.6f}}', flush=True)\n    time.sleep(0.01)\n"
 
 
+def restart_to_first_dispatch(cluster: LocalCluster) -> float:
+    """kill -9 the broker and start it again; seconds from the start until a new job started on a worker."""
+    with cluster.client(timeout=2) as c:
+        cluster.procs["broker"].kill()
+        t0 = time.perf_counter()
+        cluster.start_broker()
+        while True:
+            try:
+                run = c.submit_job(TitanJob("probe", command=["true"]))
+                break
+            except Exception:
+                time.sleep(0.01)
+        st = c.wait(run.run_id, timeout=60)
+        resumed = st["jobs"]["probe"]["started_at"]
+        return float(resumed - (time.time() - (time.perf_counter() - t0)))
+
+
 class Bench:
     def __init__(self, quick: bool, workdir: Path, echo: Callable[[str], None] = print):
         self.quick = quick
@@ -42,8 +59,9 @@ class Bench:
 
     # ---- helpers ---------------------------------------------------------------------------
 
-    def cluster(self, name: str, store_args: list[str] | None = None) -> LocalCluster:
-        c = LocalCluster(self.dir / name, workers=2, slots=4)
+    def cluster(self, name: str, store_args: list[str] | None = None,
+                broker_args: list[str] | None = None) -> LocalCluster:
+        c = LocalCluster(self.dir / name, workers=2, slots=4, broker_args=broker_args or [])
         c.start_store(store_args)
         c.start_broker()
         for i in range(2):
@@ -223,22 +241,39 @@ class Bench:
                     store.batch([["set", keys.job_key(run_id, f"j{i}"), pack({"state": state, "attempts": 1}), None]
                                  for i in range(lo, min(jobs_n, lo + 5000))], journal=True)
             store.close()
-            with cluster.client(timeout=2) as c:
-                cluster.procs["broker"].kill()
-                t0 = time.perf_counter()
-                cluster.start_broker()
-                while True:
-                    try:
-                        run = c.submit_job(TitanJob("probe", command=["true"]))
-                        break
-                    except Exception:
-                        time.sleep(0.01)
-                st = c.wait(run.run_id, timeout=60)
-                resumed = st["jobs"]["probe"]["started_at"]
-                elapsed = resumed - (time.time() - (time.perf_counter() - t0))
+            elapsed = restart_to_first_dispatch(cluster)
         finally:
             cluster.stop()
         self.record("recovery", value=elapsed, unit="s", transitions=transitions, jobs=jobs_n)
+
+    def restart_history(self) -> None:
+        """Broker restart to first dispatch with a long history: finished one-job runs in the journal,
+        all kept (``--retain-runs 0``), then again with the default retention (which then trims them)."""
+        runs = 10_000 if self.quick else 100_000
+        cluster = self.cluster("restart-history", broker_args=["--retain-runs", "0"])
+        try:
+            with StoreClient(cluster.store_addr, timeout=60) as store:
+                now = time.time()
+                for lo in range(0, runs, 1000):
+                    ops: list[list[Any]] = []
+                    for i in range(lo, min(runs, lo + 1000)):
+                        run_id = f"history-{i:06d}"
+                        meta = {"run_id": run_id, "name": "history", "state": "SUCCEEDED", "agent_run_id": None,
+                                "created_at": now - runs + i, "finished_at": now - runs + i + 0.5}
+                        ops += [["set", keys.run_key(run_id), pack(meta), None],
+                                ["set", keys.spec_key(run_id, "j"), pack({"id": "j", "command": ["true"], "_order": 0}),
+                                 None],
+                                ["set", keys.job_key(run_id, "j"),
+                                 pack({"state": "COMPLETED", "attempts": 1, "exit_code": 0, "worker": "worker1"}), None]]
+                    store.batch(ops, journal=True)
+                aof = store.stats()["aof_bytes"]
+            kept = restart_to_first_dispatch(cluster)
+            cluster.broker_args = []
+            trimmed = restart_to_first_dispatch(cluster)
+        finally:
+            cluster.stop()
+        self.record("restart-history", value=kept, unit="s", runs=runs, aof_mib=aof / 2**20,
+                    default_retention_s=trimmed)
 
     def logs(self, c: TitanClient) -> None:
         n = 100 if self.quick else 400

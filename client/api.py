@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import secrets
 import time
@@ -36,6 +37,7 @@ TERMINAL_RUN = {s.value for s in RunState if s.terminal}
 TERMINAL_JOB = {s.value for s in TERMINAL_JOB_STATES}
 STORE_PROBE = 0.5  # seconds a direct store link gets to answer its first ping
 STORE_RETRY = 30.0  # seconds before trying the direct store link again after it failed
+RUNS_PAGE = defaults.RUNS_PAGE  # runs asked for per LIST_RUNS request
 
 
 def _writable(key: str) -> None:
@@ -165,9 +167,22 @@ class TitanClient:
         its number of jobs per state instead of every job (cheap to ask often of a big run)."""
         return self._call(Op.GET_JOB_STATUS, {"run_id": run_id, "summary": summary})
 
-    def runs(self, agent_run_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Runs, newest first, optionally only those of one agent run."""
-        return list(self._call(Op.LIST_RUNS, {"agent_run_id": agent_run_id, "limit": limit})["runs"])
+    def runs(self, agent_run_id: str | None = None, limit: int | None = 100,
+             before: str | None = None) -> list[dict[str, Any]]:
+        """Runs, newest first: at most ``limit`` (None: all), optionally only one agent run's, and only
+        those submitted before the run ``before``."""
+        page = RUNS_PAGE if limit is None else max(1, min(limit, RUNS_PAGE))
+        return list(itertools.islice(self.iter_runs(agent_run_id, before, page), limit))
+
+    def iter_runs(self, agent_run_id: str | None = None, before: str | None = None,
+                  page: int = RUNS_PAGE) -> Iterator[dict[str, Any]]:
+        """Every run, newest first, read from the broker one page (``page`` runs) at a time."""
+        while True:
+            body = self._call(Op.LIST_RUNS, {"agent_run_id": agent_run_id, "limit": page, "before": before})
+            yield from body["runs"]
+            before = body.get("next")
+            if before is None:
+                return
 
     def workers(self) -> list[dict[str, Any]]:
         """The registered workers: id, host, pid, capabilities, slots, running jobs."""
@@ -332,8 +347,15 @@ class TitanClient:
         return list(self._kv(Op.KV_SMEMBERS, {"key": key})["members"])
 
     def store_keys(self, prefix: str = "") -> list[str]:
-        """Keys and set names starting with ``prefix``, sorted."""
-        return list(self._kv(Op.KV_KEYS, {"prefix": prefix})["keys"])
+        """Keys and set names starting with ``prefix``, sorted (the store answers in pages; all are read)."""
+        out: list[str] = []
+        after = None
+        while True:
+            reply = self._kv(Op.KV_KEYS, {"prefix": prefix, "after": after})
+            out += reply["keys"]
+            after = reply.get("next")
+            if after is None:
+                return out
 
     # ---- files -----------------------------------------------------------------------------
 

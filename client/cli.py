@@ -188,11 +188,13 @@ def status(broker: str, run_id: str | None, as_json: bool) -> None:
 
 @command(main)
 @click.option("--agent-run-id", default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=100, help="Show at most this many runs.")
+@click.option("--all", "all_", is_flag=True, help="Show every run the broker keeps (read page by page).")
 @click.option("--json", "as_json", is_flag=True)
-def runs(broker: str, agent_run_id: str | None, as_json: bool) -> None:
-    """Known runs, newest first."""
+def runs(broker: str, agent_run_id: str | None, limit: int, all_: bool, as_json: bool) -> None:
+    """Known runs, newest first (the newest 100 unless --limit or --all)."""
     with TitanClient(broker) as c:
-        items = c.runs(agent_run_id)
+        items = c.runs(agent_run_id, limit=None if all_ else limit)
     if as_json:
         emit_json(items)
         return

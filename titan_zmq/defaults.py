@@ -56,14 +56,25 @@ REQUEST_TIMEOUT = 10.0  # client request timeout, seconds
 STORE_TIMEOUT = 2.0  # broker->store request timeout (shorter than the client timeout, so clients hear why)
 STORE_RETRY_INTERVAL = 1.0  # seconds between broker pings while the store is unavailable
 STORE_PROBE_TIMEOUT = 0.3  # a ping that takes longer means the store is still unavailable
+JOURNAL_RECORD_MAX = 8 * 1024 * 1024  # a journal record larger than this is quarantined at start-up, not loaded
+RETAIN_SECONDS = 7 * 86400.0  # finished runs leave memory, the store and the logs this long after they finish...
+RETAIN_RUNS = 10_000  # ...or once more finished runs than this are kept (the oldest first)
+RETENTION_INTERVAL = 1.0  # seconds between the broker's retention passes...
+RETENTION_SLICE = 5000  # ...each deleting at most about this many journal keys (a backlog takes several passes)
+RECOVERY_PAGE_TIMEOUT = 30.0  # seconds the store may take to answer one page of the journal at start-up
 RESTORE_GRACE = 8.0  # after a restart, seconds a RUNNING job waits for its worker to report it
 
 LOG_BATCH_LINES = 500  # a worker sends at most this many lines per LOG_BATCH...
 LOG_BATCH_BYTES = 64 * 1024  # ...or this many bytes
 LOG_FLUSH_INTERVAL = 0.02  # seconds a partial batch may wait before it is sent
 LOG_MAX_LINE = 16 * 1024  # longer lines are split
+RUNS_PAGE = 1000  # LIST_RUNS returns at most this many runs per reply (`titan runs --all` pages)
 LOG_PAGE_LINES = 20_000  # GET_LOGS returns at most this many lines per page
 
 FSYNC = "always"  # store AOF fsync policy: always | everysec | no
 COMPACT_MIN_BYTES = 64 * 1024 * 1024  # auto-compact the AOF once it is this large...
 COMPACT_RATIO = 4.0  # ...and this many times the size of the live data
+COMPACT_MIN_DELETES = 1000  # also compact once this many keys were deleted since the last compaction (and
+#                             they outnumber the live keys): finished runs leaving the store shrink the file
+KEYS_PAGE = 10_000  # a prefix query (KV_KEYS) returns at most this many keys per reply...
+KEYS_PAGE_BYTES = 4 * 1024 * 1024  # ...and stops once it holds about this many bytes of keys and values

@@ -9,6 +9,8 @@ from anybody else), the client (which may read it) and the benchmarks. All value
     blob/<sha256>             a project archive
     asset/<name>              an uploaded file or artifact: its manifest (id, size, sha256, pieces)
     chunk/<upload_id>/<n>     the pieces of an asset, written by the broker as an upload goes
+    quarantine/<key>          a journal record the broker could not read at start-up, moved here with
+                              its value (logged; never read back: inspect it, then delete it)
     anything else             the users' shared KV and sets
 """
 
@@ -20,6 +22,7 @@ JOB = "job/"
 BLOB = "blob/"
 ASSET = "asset/"
 CHUNK = "chunk/"
+QUARANTINE = "quarantine/"  # not reserved: nothing reads it back, and operators clear it with ordinary tools
 RESERVED = (RUN, SPEC, JOB, BLOB, CHUNK)  # the broker's prefixes: anybody may read them, only the broker writes
 
 
@@ -45,6 +48,10 @@ def asset_key(name: str) -> str:
 
 def chunk_key(upload_id: str, index: int) -> str:
     return f"{CHUNK}{upload_id}/{index:08d}"
+
+
+def quarantine_key(key: str) -> str:
+    return f"{QUARANTINE}{key}"
 
 
 def is_reserved(key: str) -> bool:

@@ -10,6 +10,7 @@ import pytest
 import zmq
 
 from titan_zmq import protocol
+from titan_zmq.defaults import KEYS_PAGE, KEYS_PAGE_BYTES
 from titan_zmq.errors import NotFound, RemoteError, StoreUnavailable
 from titan_zmq.protocol import Op
 from titan_zmq.store.client import StoreClient
@@ -131,7 +132,7 @@ def test_request_bodies_match_the_protocol(fake: Callable[[Script], FakeStore]) 
     assert bodies == [
         (Op.KV_SET, {"key": "k", "value": b"v", "ttl": 2.5}),
         (Op.KV_INCR, {"key": "n", "by": 3}),
-        (Op.KV_KEYS, {"prefix": "a"}),
-        (Op.KV_KEYS, {"prefix": "a", "values": True}),
+        (Op.KV_KEYS, {"prefix": "a", "values": False, "limit": KEYS_PAGE, "max_bytes": KEYS_PAGE_BYTES, "after": None}),
+        (Op.KV_KEYS, {"prefix": "a", "values": True, "limit": KEYS_PAGE, "max_bytes": KEYS_PAGE_BYTES, "after": None}),
         (Op.KV_BATCH, {"ops": [["set", "a", "1"]]}),
     ]

@@ -220,3 +220,40 @@ def test_journal_keys_are_written_only_by_the_journal(store: Harness, key: str) 
     assert store.ok(Op.KV_GET, key=key)["value"] == b"journal"
     assert key in store.ok(Op.KV_KEYS, prefix=key.split("/")[0] + "/")["keys"]
     store.ok(Op.KV_SET, key="runway/x", value=b"mine")  # a user key that merely starts alike
+
+
+def test_prefix_queries_answer_in_bounded_pages_with_a_cursor(store: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("titan_zmq.defaults.KEYS_PAGE", 3)  # the store's cap wins over a bigger ask
+    store.ok(Op.KV_BATCH, ops=[["set", f"p/{i}", "v" * 10, None] for i in range(7)])
+    first = store.ok(Op.KV_KEYS, prefix="p/", limit=1000)
+    assert first["keys"] == ["p/0", "p/1", "p/2"] and first["next"] == "p/2"
+    rest = store.ok(Op.KV_KEYS, prefix="p/", after="p/2", values=True, max_bytes=12, max_value=5)
+    assert rest["items"] == {} and rest["oversize"] == {"p/3": 10, "p/4": 10, "p/5": 10}  # only keys count
+    assert rest["next"] == "p/5"
+    big = store.ok(Op.KV_KEYS, prefix="p/", after="p/2", values=True, max_bytes=12)
+    assert list(big["items"]) == ["p/3"] and big["next"] == "p/3"  # 13 bytes: the page is full
+    last = store.ok(Op.KV_KEYS, prefix="p/", after="p/5")
+    assert last == {"keys": ["p/6"], "next": None, "rid": last["rid"]}
+    assert store.call(Op.KV_KEYS, prefix="p/", after=5).is_error
+
+
+def test_deleting_more_keys_than_stay_live_compacts_the_file(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("titan_zmq.defaults.COMPACT_MIN_DELETES", 50)
+    harness = Harness(tmp_path)  # the size threshold (64 MiB) is far away: only deletions can trigger it
+    try:
+        for run in range(40):
+            harness.ok(Op.KV_BATCH, ops=[["set", f"x/{run}/{j}", "v" * 100, None] for j in range(3)])
+        harness.service.tick()
+        assert harness.service.counters["compactions"] == 0
+        grown = harness.service.aof.size
+        harness.ok(Op.KV_BATCH, ops=[["del", f"x/{run}/{j}"] for run in range(30) for j in range(3)])
+        harness.service.tick()
+        assert harness.service.counters["compactions"] == 1
+        assert harness.service.aof.size < grown / 2
+        harness.service.tick()
+        assert harness.service.counters["compactions"] == 1  # not again until deletions pile up anew
+        harness.restart()
+        assert len(harness.ok(Op.KV_KEYS, prefix="x/")["keys"]) == 30
+    finally:
+        harness.service.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from titan_zmq import defaults
+from titan_zmq.broker.retention import parse_duration
 from titan_zmq.broker.server import Broker
 from titan_zmq.cli_common import check_exposure, insecure_option, on_stop_signals, private_dirs, setup_logging
 
@@ -32,19 +33,29 @@ from titan_zmq.cli_common import check_exposure, insecure_option, on_stop_signal
               default=defaults.STORE_TIMEOUT, help="Seconds to wait for the store.")
 @click.option("--max-asset-bytes", envvar="TITAN_MAX_ASSET_BYTES", show_envvar=True, type=int,
               default=defaults.MAX_ASSET_BYTES, help="Largest asset or artifact accepted by upload, bytes.")
+@click.option("--retain", envvar="TITAN_RETAIN", show_envvar=True, default="7d",
+              help="Finished runs leave memory, the store and the logs this long after they finish "
+                   "(7d, 12h, 30m, 45s or seconds; 0 or forever: no age limit).")
+@click.option("--retain-runs", envvar="TITAN_RETAIN_RUNS", show_envvar=True, type=click.IntRange(min=0),
+              default=defaults.RETAIN_RUNS, help="Finished runs kept at most, the newest (0: no limit).")
 @insecure_option
 @click.option("--log-level", envvar="TITAN_LOG_LEVEL", show_envvar=True, default="INFO")
 def main(bind: str, pub: str, store: str, data_dir: str, heartbeat_interval: float, liveness: int,
-         retry_backoff: float, max_body: int, store_timeout: float, max_asset_bytes: int, insecure: bool,
+         retry_backoff: float, max_body: int, store_timeout: float, max_asset_bytes: int, retain: str,
+         retain_runs: int, insecure: bool,
          log_level: str) -> None:
     """Run the titan broker: schedules jobs and DAGs onto workers."""
+    try:
+        max_age = parse_duration(retain)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retain") from None
     setup_logging(log_level)
     exposed = check_exposure("titan-broker", [bind, pub], insecure)
     private_dirs(Path(data_dir))  # 0700, and the job logs in it 0600
     broker = Broker(bind=bind, pub=pub, store=store, data_dir=data_dir, heartbeat_interval=heartbeat_interval,
                     liveness=liveness, retry_backoff=retry_backoff, max_body=max_body, store_timeout=store_timeout,
-                    max_asset=max_asset_bytes, exposed=exposed)
-    on_stop_signals(broker.stop)
+                    max_asset=max_asset_bytes, exposed=exposed, retain=max_age, retain_runs=retain_runs or None)
+    on_stop_signals(broker.interrupt)
     broker.serve()
 
 

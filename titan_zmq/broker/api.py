@@ -137,8 +137,13 @@ class ClientApi:
         return reply(msg, run.summary() if msg.field("summary", bool, False) else run.status(), Op.DATA)
 
     def on_list_runs(self, identity: bytes, msg: Message) -> bytes:
-        runs = self.sched.recent_runs(msg.field("limit", int, 100), msg.field("agent_run_id", OPTIONAL_STR, None))
-        return reply(msg, {"runs": [r.summary() for r in runs]}, Op.DATA)
+        """A page of runs, newest first: at most ``limit`` (capped by RUNS_PAGE), submitted before the run
+        ``before``; ``next`` is the cursor of the following page (None after the last)."""
+        limit = min(max(1, msg.field("limit", int, 100)), defaults.RUNS_PAGE)
+        runs = self.sched.recent_runs(limit, msg.field("agent_run_id", OPTIONAL_STR, None),
+                                      msg.field("before", OPTIONAL_STR, None))
+        nxt = runs[-1].run_id if len(runs) == limit else None
+        return reply(msg, {"runs": [r.summary() for r in runs], "next": nxt}, Op.DATA)
 
     def on_list_workers(self, identity: bytes, msg: Message) -> bytes:
         out = [conn.describe([[k.run_id, k.job_id] for k in self.sched.running_on(conn.name)])

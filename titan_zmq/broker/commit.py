@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from titan_zmq import defaults, events, keys
+from titan_zmq import defaults, events
 from titan_zmq.attempt import AttemptKey
 from titan_zmq.broker import journal
 from titan_zmq.broker.publisher import EventPublisher
@@ -33,13 +33,15 @@ class GroupCommit:
     then carries out what waited for it."""
 
     def __init__(self, store: StoreClient, sched: Scheduler, publisher: EventPublisher,
-                 counters: dict[str, int], send: Send, deliver: Callable[[Dispatch | Kill], None]):
+                 counters: dict[str, int], send: Send, deliver: Callable[[Dispatch | Kill], None],
+                 finished: Callable[[str], None] = lambda run_id: None):
         self.store = store
         self.sched = sched
         self.publisher = publisher
         self.counters = counters
         self.send = send  # ACK frames to workers
         self.deliver = deliver  # dispatches and kills, through the worker link
+        self.finished = finished  # told of every run that finished (retention counts from then)
         self.dirty: set[tuple[str, str | None]] = set()  # records changed since the last commit
         self.tombstones: list[list[Any]] = []  # deletions of a refused submission's keys, sent first
         self.held: list[Dispatch | Kill] = []  # sends that wait for the commit
@@ -54,6 +56,7 @@ class GroupCommit:
                 self.dirty.add((action.run_id, action.job_id))
             elif isinstance(action, RunFinished):
                 log.info("run %s %s", action.run_id, action.state.value)
+                self.finished(action.run_id)
             else:
                 self.held.append(action)
 
@@ -127,6 +130,10 @@ class GroupCommit:
             self.send(identity, encode(Op.ACK, {"acks": [list(k) for k in done]}, Flag.REPLY))
         return True
 
+    def delete(self, ops: list[list[Any]]) -> None:
+        """Deletions for the next commit's batch, before any record it writes (runs leaving under retention)."""
+        self.tombstones += ops
+
     def forget_run(self, run_id: str) -> None:
         """Undo a submission the store did not take: no trace of it stays, nothing of it is sent.
 
@@ -134,9 +141,7 @@ class GroupCommit:
         every key it could have written go first in the next batch.
         """
         run = self.sched.find_run(run_id)
-        jobs = list(run.jobs) if run else []
-        self.tombstones += [["del", keys.run_key(run_id)]] + [
-            ["del", key(run_id, j)] for j in jobs for key in (keys.spec_key, keys.job_key)]
+        self.tombstones += journal.delete_ops(run_id, list(run.jobs) if run else [])
         self.sched.discard_run(run_id)
         self.dirty = {d for d in self.dirty if d[0] != run_id}
         self.held = [h for h in self.held if h.run_id != run_id]

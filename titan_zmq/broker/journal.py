@@ -5,7 +5,7 @@ The key names are the shared contract in :mod:`titan_zmq.keys`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from titan_zmq.broker.records import RunRecord
@@ -38,3 +38,8 @@ def state_ops(find_run: Callable[[str], RunRecord | None],
             if rec is not None:
                 ops.append(["set", job_key(run_id, job_id), pack(rec.state_dict()), None])
     return ops
+
+
+def delete_ops(run_id: str, job_ids: Iterable[str]) -> list[list[Any]]:
+    """Store ops that delete every journal key of a run (a refused submission, a run leaving)."""
+    return [["del", run_key(run_id)]] + [["del", key(run_id, j)] for j in job_ids for key in (spec_key, job_key)]

@@ -8,8 +8,9 @@ so memory stays flat however much a job prints and reading a page never rescans 
 
 from __future__ import annotations
 
+import shutil
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -93,6 +94,17 @@ class LogStore:
                 out.append(rec)
                 size += len(rec[3]) + 32
         return out
+
+    def remove_run(self, run_id: str, job_ids: Iterable[str]) -> None:
+        """Forget a run's logs and delete its directory (the run left under retention)."""
+        for job_id in job_ids:
+            f = self._open.pop((run_id, job_id), None)
+            if f is not None:
+                f.close()
+            self._jobs.pop((run_id, job_id), None)
+        folder = self.root / run_id
+        if folder.parent == self.root and run_id not in ("", ".", ".."):  # never anything outside the root
+            shutil.rmtree(folder, ignore_errors=True)
 
     def close(self) -> None:
         for f in self._open.values():

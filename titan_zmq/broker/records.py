@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,3 +87,36 @@ class RunRecord:
 
     def status(self) -> dict[str, Any]:
         return {**self.meta(), "jobs": {jid: rec.status() for jid, rec in self.jobs.items()}}
+
+
+class RunOrder:
+    """Run ids in submission order, each with its position, so a page of runs newest first can start
+    after any run without walking every newer one (``titan runs --all`` over a long history)."""
+
+    def __init__(self) -> None:
+        self._ids: list[str | None] = []  # None: a run that left (squeezed out once they are half)
+        self._pos: dict[str, int] = {}
+
+    def add(self, run_id: str) -> None:
+        self._pos[run_id] = len(self._ids)
+        self._ids.append(run_id)
+
+    def remove(self, run_id: str) -> None:
+        i = self._pos.pop(run_id, None)
+        if i is None:
+            return
+        self._ids[i] = None
+        if len(self._ids) > 64 and 2 * len(self._pos) < len(self._ids):
+            self._ids = [r for r in self._ids if r is not None]
+            self._pos = {r: i for i, r in enumerate(self._ids) if r is not None}
+
+    def __contains__(self, run_id: str) -> bool:
+        return run_id in self._pos
+
+    def newest_first(self, before: str | None = None) -> Iterator[str]:
+        """Run ids from the newest (or from the one submitted just before ``before``) to the oldest."""
+        start = len(self._ids) if before is None else self._pos[before]
+        for i in range(start - 1, -1, -1):
+            run_id = self._ids[i]
+            if run_id is not None:
+                yield run_id

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from titan_zmq import defaults
 from titan_zmq.attempt import AttemptKey
 from titan_zmq.broker.dispatch import Entry, ReadyQueues, WorkerSlots
-from titan_zmq.broker.records import JobRecord, RunRecord
+from titan_zmq.broker.records import JobRecord, RunOrder, RunRecord
 from titan_zmq.errors import InvalidRequest, NotFound
 from titan_zmq.jobspec import JobSpec, validate_dag
 from titan_zmq.states import JobState, RunState
@@ -87,6 +87,7 @@ class Scheduler:
     def __init__(self, retry_backoff: float = defaults.RETRY_BACKOFF):
         self.retry_backoff = retry_backoff
         self.runs: dict[str, RunRecord] = {}  # in submission order
+        self.order = RunOrder()  # the same order, with positions (pages of runs)
         self.workers: dict[str, WorkerSlots] = {}
         self.ready = ReadyQueues(self._is_queued_entry)
         self.timers: list[tuple[float, int, str, str]] = []  # (due_at, seq, run, job) heap
@@ -121,10 +122,13 @@ class Scheduler:
             raise NotFound("no runs yet")
         return self.runs[next(reversed(self.runs))]
 
-    def recent_runs(self, limit: int, agent_run_id: str | None = None) -> list[RunRecord]:
-        """Newest first (without sorting every run ever seen), optionally one agent run's only."""
+    def recent_runs(self, limit: int, agent_run_id: str | None = None, before: str | None = None) -> list[RunRecord]:
+        """Newest first (without sorting every run ever seen), optionally one agent run's only, and
+        optionally only runs submitted before the run ``before`` (the cursor of the previous page)."""
+        if before is not None and before not in self.order:
+            raise NotFound(f"unknown run id {before!r} (it may have left under retention): list from the newest")
         out: list[RunRecord] = []
-        for run_id in reversed(self.runs):
+        for run_id in self.order.newest_first(before):
             if len(out) >= limit:
                 break
             run = self.runs[run_id]
@@ -179,6 +183,7 @@ class Scheduler:
         validate_dag(jobs)
         run = RunRecord(run_id=run_id, name=name, agent_run_id=agent_run_id, created_at=now)
         self.runs[run_id] = run
+        self.order.add(run_id)
         self._emit(Journal(run_id))
         self._add(run, jobs, now)
         return self._flush(now)
@@ -240,6 +245,7 @@ class Scheduler:
         """
         for run in runs:
             self.runs[run.run_id] = run
+            self.order.add(run.run_id)
             recs = sorted(run.jobs.values(), key=lambda r: r.seq)
             run.open_jobs = sum(1 for r in recs if not r.state.terminal)
             run.failed = sum(1 for r in recs if r.state in (JobState.DEAD, JobState.SKIPPED))
@@ -285,9 +291,25 @@ class Scheduler:
     def discard_run(self, run_id: str) -> None:
         """Forget a run whose submission could not be journaled (its queue entries die lazily)."""
         self.runs.pop(run_id, None)
+        self.order.remove(run_id)
         for w in self.workers.values():
             w.running = {a for a in w.running if a[0] != run_id}
         self._out = [a for a in self._out if a.run_id != run_id]
+
+    def forget_finished(self, run_ids: Iterable[str]) -> list[RunRecord]:
+        """Finished runs leave (retention); returns their records (unknown and unfinished runs stay).
+
+        Nothing else refers to a finished run: its queue entries and timers die lazily, and a worker
+        still reporting one of its attempts (a kill in flight) frees the slot and is told to kill it.
+        """
+        gone = []
+        for run_id in run_ids:
+            run = self.runs.get(run_id)
+            if run is not None and run.state.terminal:
+                del self.runs[run_id]
+                self.order.remove(run_id)
+                gone.append(run)
+        return gone
 
     def worker_lost(self, name: str, now: float) -> list[Action]:
         """A worker died or was cut off: its attempts go back to the queue (attempt + 1 on dispatch)."""

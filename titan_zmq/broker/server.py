@@ -8,6 +8,7 @@ worker link (:mod:`.worker_link`), each given only the parts it needs.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -18,7 +19,7 @@ import psutil
 import zmq
 
 from titan_zmq import defaults, events, sockets
-from titan_zmq.broker import recovery
+from titan_zmq.broker import journal, recovery
 from titan_zmq.broker.api import ClientApi
 from titan_zmq.broker.assets import Assets
 from titan_zmq.broker.blobs import BlobCache
@@ -26,6 +27,7 @@ from titan_zmq.broker.commit import GroupCommit
 from titan_zmq.broker.logs import LogStore
 from titan_zmq.broker.publisher import EventPublisher
 from titan_zmq.broker.registry import WorkerRegistry
+from titan_zmq.broker.retention import Policy, Retention
 from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.broker.worker_link import WorkerLink
 from titan_zmq.errors import ErrorCode, ProtocolError, StoreUnavailable, TitanError
@@ -37,7 +39,11 @@ from titan_zmq.store.client import StoreClient
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 2000  # messages handled per loop iteration before the journal is flushed
-RECOVERY_TIMEOUT = 120.0  # seconds the store may take to answer one run's journal at start-up
+
+
+class Stopping(BaseException):
+    """A stop signal while the broker loads its state: unwinds the loading at once (not an Exception,
+    so no handler on the way swallows it)."""
 
 
 class Broker:
@@ -56,6 +62,8 @@ class Broker:
         store_timeout: float = defaults.STORE_TIMEOUT,
         max_asset: int = defaults.MAX_ASSET_BYTES,
         exposed: list[str] | None = None,
+        retain: float | None = defaults.RETAIN_SECONDS,
+        retain_runs: int | None = defaults.RETAIN_RUNS,
     ):
         self.bind_addr, self.pub_addr = bind, pub
         self.data_dir = Path(data_dir)
@@ -72,6 +80,9 @@ class Broker:
         self.interval = heartbeat_interval
         self.unclaimed_deadline: float | None = None  # after a restore: when unreported RUNNING jobs re-queue
         self.running = True
+        self.loading = False  # recovering at start-up: a stop signal then interrupts at once
+        self.retention = Retention(Policy(retain, retain_runs))
+        self._next_retention = 0.0
         self.started_at = time.time()
         self.counters = {"bad_frames": 0, "requests": 0, "dispatched": 0, "store_errors": 0,
                          "journal_batches": 0, "journal_records": 0}
@@ -79,7 +90,8 @@ class Broker:
         self.refusals = RefusalLog(log, self.counters)
         blobs = BlobCache(self.store)
         self.journal = GroupCommit(self.store, self.sched, self.publisher, self.counters, self.send,
-                                   deliver=lambda action: self.link.deliver(action))
+                                   deliver=lambda action: self.link.deliver(action),
+                                   finished=lambda run_id: self.retention.finished(run_id, time.time()))
         self.link = WorkerLink(self.sched, self.registry, self.journal, self.logs, self.publisher, blobs, self.send,
                                self.counters, hello=lambda: {"pub": self.pub_addr, "store": self.store.addr})
         self.api = ClientApi(self.sched, self.registry, self.journal, self.store, self.logs, blobs,
@@ -93,7 +105,11 @@ class Broker:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.publisher.sock, zmq.POLLIN)
         try:
-            self.recover()
+            try:
+                self.recover()
+            except Stopping:
+                log.info("stopped while loading the journal")
+                return
             log.info("titan-broker listening on %s (pub %s)", self.bind_addr, self.pub_addr)
             while self.running:
                 try:
@@ -114,30 +130,58 @@ class Broker:
             self.close()
 
     def recover(self) -> None:
-        """Rebuild every run from the store (waiting for the store if it is not up yet)."""
+        """Rebuild every run from the store (waiting for the store if it is not up yet).
+
+        A stop signal meanwhile raises :class:`Stopping` out of whatever it interrupts (see
+        :meth:`interrupt`): the journal is only read here, so there is nothing to finish.
+        """
         t0 = time.time()
         runs = None
-        while self.running and runs is None:
-            try:
-                self.store.ping(timeout=1.0)
-                reader = StoreClient(self.store.addr, timeout=RECOVERY_TIMEOUT)  # big journals take a while
+        self.loading = True
+        gc.disable()  # a long history is millions of new objects: collections meanwhile would only rescan them
+        try:
+            while self.running and runs is None:
                 try:
-                    runs = recovery.load_runs(reader)
-                finally:
-                    reader.close()
-            except StoreUnavailable:
-                log.warning("store %s unavailable: waiting for it before serving", self.store.addr)
-                time.sleep(defaults.STORE_RETRY_INTERVAL)
-        if runs is None:
-            return
-        now = time.time()
-        self.journal.apply(self.sched.restore(runs, now))
+                    self.store.ping(timeout=1.0)
+                    reader = StoreClient(self.store.addr, timeout=defaults.RECOVERY_PAGE_TIMEOUT)
+                    try:
+                        runs = recovery.load_runs(reader)
+                    finally:
+                        reader.close()
+                except StoreUnavailable:
+                    log.warning("store %s unavailable: waiting for it before serving", self.store.addr)
+                    time.sleep(defaults.STORE_RETRY_INTERVAL)
+            if runs is None:
+                return
+            now = time.time()
+            self.retention.restored((r.run_id, r.finished_at or r.created_at) for r in runs if r.state.terminal)
+            self.journal.apply(self.sched.restore(runs, now))
+        finally:
+            self.loading = False
+            gc.enable()
+        gc.freeze()  # what was loaded is long-lived: later collections need not walk it again
         running = sum(1 for r in runs for j in r.jobs.values() if j.state is JobState.RUNNING)
         if running:
             self.unclaimed_deadline = now + defaults.RESTORE_GRACE
         if runs:
             log.info("recovered %d runs (%d jobs, %d running) in %.2fs", len(runs),
                      sum(len(r.jobs) for r in runs), running, time.time() - t0)
+
+    def retire(self, now: float) -> None:
+        """One slice of retention: finished runs due to leave are forgotten, their journal keys deleted
+        with the next commit and their logs removed (see :mod:`.retention`)."""
+        due = self.retention.take(now, defaults.RETENTION_SLICE, self._journal_keys)
+        # a full slice: more may be due, come back at the next iteration rather than in a second
+        self._next_retention = now + (0.0 if due and self.retention.due(now) else defaults.RETENTION_INTERVAL)
+        for run in self.sched.forget_finished(due):
+            self.journal.delete(journal.delete_ops(run.run_id, run.jobs))
+            self.logs.remove_run(run.run_id, run.jobs)
+        if due:
+            self.counters["runs_retired"] = self.counters.get("runs_retired", 0) + len(due)
+
+    def _journal_keys(self, run_id: str) -> int:
+        run = self.sched.find_run(run_id)
+        return 1 + 2 * len(run.jobs) if run is not None else 1
 
     def _drain(self) -> None:
         for _ in range(DRAIN_BATCH):
@@ -195,6 +239,7 @@ class Broker:
             wake = min(wake, due)
         if self.journal.pending:
             wake = min(wake, now + defaults.STORE_RETRY_INTERVAL)
+        wake = min(wake, self._next_retention)
         return max(0, int((wake - now) * 1000) + 1)
 
     def _timers(self, now: float) -> None:
@@ -202,6 +247,8 @@ class Broker:
         if self.unclaimed_deadline is not None and now >= self.unclaimed_deadline:
             self.unclaimed_deadline = None
             self.journal.apply(self.sched.requeue_unclaimed(now))
+        if now >= self._next_retention:
+            self.retire(now)
         for conn in self.registry.expired(now):
             log.warning("worker %s silent for %.1fs: lost", conn.name, now - conn.last_seen)
             self.link.lose(conn, now)
@@ -239,6 +286,13 @@ class Broker:
 
     def stop(self) -> None:
         self.running = False
+
+    def interrupt(self) -> None:
+        """A stop signal: the loop ends at its next turn; while loading, at once (raises :class:`Stopping`
+        in the interrupted code, a blocking store request included)."""
+        self.running = False
+        if self.loading:
+            raise Stopping
 
     def close(self) -> None:
         try:

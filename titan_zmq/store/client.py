@@ -8,6 +8,8 @@ gets no reply within ``timeout`` drops the socket (so nothing stale is queued) a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from titan_zmq import defaults, errors, sockets
@@ -15,6 +17,15 @@ from titan_zmq.protocol import Op
 from titan_zmq.reqlink import RequestLink
 
 Value = bytes | str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One reply of a prefix query (see :meth:`StoreClient.pages`)."""
+
+    keys: list[str]  # the keys of this page, in order (with values: the KV keys returned)
+    items: dict[str, Value] = field(default_factory=dict)  # with values: key -> value
+    oversize: dict[str, int] = field(default_factory=dict)  # with max_value: keys left out -> value length
 
 
 class StoreClient:
@@ -79,12 +90,36 @@ class StoreClient:
         return list(self.request(Op.KV_SMEMBERS, {"key": key})["members"])
 
     def keys(self, prefix: str = "") -> list[str]:
-        """Sorted KV keys and set names starting with ``prefix``."""
-        return list(self.request(Op.KV_KEYS, {"prefix": prefix})["keys"])
+        """Sorted KV keys and set names starting with ``prefix`` (every page)."""
+        return [key for page in self.pages(prefix) for key in page.keys]
 
     def items(self, prefix: str = "") -> dict[str, Value]:
-        """KV keys starting with ``prefix`` with their values (sets not included)."""
-        return dict(self.request(Op.KV_KEYS, {"prefix": prefix, "values": True})["items"])
+        """KV keys starting with ``prefix`` with their values, in key order (sets not included; every page)."""
+        return {key: value for page in self.pages(prefix, values=True) for key, value in page.items.items()}
+
+    def pages(self, prefix: str = "", *, values: bool = False, after: str | None = None,
+              limit: int = defaults.KEYS_PAGE, max_bytes: int = defaults.KEYS_PAGE_BYTES,
+              max_value: int | None = None, timeout: float | None = None) -> Iterator[Page]:
+        """The keys starting with ``prefix`` (after ``after``), one bounded reply at a time, in key order.
+
+        Each page holds at most ``limit`` keys and about ``max_bytes`` bytes (the store caps both);
+        with ``values`` it carries the values too, except those longer than ``max_value``, which come
+        in ``oversize`` with their length instead.
+        """
+        body: dict[str, Any] = {"prefix": prefix, "values": values, "limit": limit, "max_bytes": max_bytes}
+        if max_value is not None:
+            body["max_value"] = max_value
+        while True:
+            reply = self.request(Op.KV_KEYS, {**body, "after": after}, timeout)
+            if values:
+                items = dict(reply["items"])
+                oversize = dict(reply.get("oversize") or {})
+                yield Page(sorted([*items, *oversize]), items, oversize)
+            else:
+                yield Page(list(reply["keys"]))
+            after = reply.get("next")
+            if after is None:
+                return
 
     def batch(self, ops: list[list[Any]], journal: bool = False) -> list[Any]:
         """Apply mutations atomically, journaled as one unit; ``set`` takes a ttl in seconds.

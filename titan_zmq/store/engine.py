@@ -21,9 +21,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from titan_zmq.errors import InvalidRequest
+from titan_zmq.store.sortedkeys import SortedKeys
 
 Value = bytes | str
 Op = list[Any]
@@ -87,6 +89,24 @@ def _member_order(member: Value) -> tuple[bool, Value]:
     return (isinstance(member, bytes), member)
 
 
+@dataclass(slots=True)
+class Scan:
+    """One page of a prefix query (:meth:`Engine.scan`)."""
+
+    keys: list[str] = field(default_factory=list)  # keys mode: KV keys and set names, in order
+    items: dict[str, Value] = field(default_factory=dict)  # values mode: KV keys and their values
+    oversize: dict[str, int] = field(default_factory=dict)  # values mode: keys whose value passed max_value
+    next: str | None = None  # pass as ``after`` for the next page; None: this was the last page
+
+    def take(self, key: str, value: Value, max_value: int | None) -> int:
+        """Add one KV key to the page; return the bytes it adds to the reply."""
+        if max_value is not None and len(value) > max_value:
+            self.oversize[key] = len(value)
+            return len(key)
+        self.items[key] = value
+        return len(key) + len(value)
+
+
 class Engine:
     """In-memory KV + sets + TTL.  ``clock`` (default ``time.time``) is injectable for tests."""
 
@@ -95,16 +115,22 @@ class Engine:
         self._kv: dict[str, Value] = {}
         self._expiry: dict[str, float] = {}
         self._sets: dict[str, set[Value]] = {}
+        self._index = SortedKeys()  # every KV key and set name, in order: prefix queries never sort
 
     # -- reads ---------------------------------------------------------------------
 
     def _live(self, key: str, now: float) -> Value | None:
         expire_at = self._expiry.get(key)
         if expire_at is not None and expire_at <= now:
-            self._kv.pop(key, None)
-            self._expiry.pop(key, None)
+            self._drop_kv(key)
             return None
         return self._kv.get(key)
+
+    def _drop_kv(self, key: str) -> None:
+        self._kv.pop(key, None)
+        self._expiry.pop(key, None)
+        if key not in self._sets:
+            self._index.discard(key)
 
     def get(self, key: str) -> Value | None:
         return self._live(key, self.clock())
@@ -122,21 +148,54 @@ class Engine:
 
     def keys(self, prefix: str = "") -> list[str]:
         """Sorted union of live KV keys and set names starting with ``prefix``."""
-        now = self.clock()
-        names = {k for k in list(self._kv) if k.startswith(prefix) and self._live(k, now) is not None}
-        names.update(k for k in self._sets if k.startswith(prefix))
-        return sorted(names)
+        return self.scan(prefix).keys
 
     def items(self, prefix: str = "") -> dict[str, Value]:
-        """Live KV keys starting with ``prefix`` and their values (sets are not included)."""
+        """Live KV keys starting with ``prefix`` and their values, in key order (sets are not included)."""
+        return self.scan(prefix, values=True).items
+
+    def scan(self, prefix: str = "", after: str | None = None, *, values: bool = False,
+             limit: int | None = None, max_bytes: int | None = None, max_value: int | None = None) -> Scan:
+        """One page of the keys starting with ``prefix`` and greater than ``after``, in key order,
+        read from the ordered index (the cost is the page's, not the store's size).
+
+        The page stops after ``limit`` keys or once it holds ``max_bytes`` of keys and values (always
+        at least one key); ``next`` is then the cursor for the following page.  With ``values``, only
+        KV keys count, and a value longer than ``max_value`` is reported in ``oversize`` (its length)
+        instead of being returned.
+        """
         now = self.clock()
-        out = {}
-        for key in sorted(self._kv):
-            if key.startswith(prefix):
-                value = self._live(key, now)
-                if value is not None:
-                    out[key] = value
-        return out
+        page = Scan()
+        expired: list[str] = []
+        count = size = 0
+        last = ""
+        strict = after is not None and after >= prefix
+        for key in self._index.irange(after if strict and after is not None else prefix, after=strict):
+            if not key.startswith(prefix):
+                break
+            if count and ((limit is not None and count >= limit) or (max_bytes is not None and size >= max_bytes)):
+                page.next = last
+                break
+            value = self._kv.get(key)
+            if value is not None and self._expiry.get(key, now + 1) <= now:
+                expired.append(key)
+                value = None
+            if values and value is not None:
+                size += page.take(key, value, max_value)
+            elif not values and (value is not None or key in self._sets):
+                page.keys.append(key)
+                size += len(key)
+            else:
+                continue
+            count += 1
+            last = key
+        for key in expired:
+            self._drop_kv(key)
+        return page
+
+    def size(self) -> int:
+        """KV keys and set names held (expired keys included until they are swept): O(1)."""
+        return len(self._index)
 
     def counts(self) -> tuple[int, int]:
         """(live KV keys, sets)."""
@@ -202,9 +261,8 @@ class Engine:
             return None, op
         if name == "del":
             existed = self._live(key, now) is not None or key in self._sets
-            self._kv.pop(key, None)
-            self._expiry.pop(key, None)
             self._sets.pop(key, None)
+            self._drop_kv(key)
             return int(existed), (op if existed else None)
         if name == "incr":
             value = _incremented(self._live(key, now), op[2], 0)
@@ -215,6 +273,7 @@ class Engine:
         if name == "sadd":
             if members is None:
                 members = self._sets[key] = set()
+                self._index.add(key)
             if op[2] in members:
                 return 0, None
             members.add(op[2])
@@ -225,9 +284,13 @@ class Engine:
         members.discard(op[2])
         if not members:
             del self._sets[key]
+            if key not in self._kv:
+                self._index.discard(key)
         return 1, op
 
     def _store(self, key: str, value: Value, expire_at: float | None) -> None:
+        if key not in self._kv:
+            self._index.add(key)
         self._kv[key] = value
         if expire_at is None:
             self._expiry.pop(key, None)
@@ -241,8 +304,7 @@ class Engine:
         now = self.clock() if now is None else now
         dead = [k for k, at in self._expiry.items() if at <= now]
         for key in dead:
-            self._kv.pop(key, None)
-            del self._expiry[key]
+            self._drop_kv(key)
         return len(dead)
 
     def snapshot(self) -> Iterator[Op]:

@@ -84,6 +84,7 @@ class StoreService:
         self.compact_min_bytes = compact_min_bytes
         self.compact_ratio = compact_ratio
         self._compacted_size = 0  # live size at the last compaction; 0 = not known yet
+        self._deleted = 0  # keys deleted since the last compaction
         self._last_sweep = time.monotonic()
         self.stopped = False  # set by STOP or a journal failure; the loop exits
         self.failed = False  # the journal failed: exit non-zero
@@ -168,6 +169,7 @@ class StoreService:
                 if isinstance(op, list) and len(op) > 1 and isinstance(op[1], str) and keys.is_reserved(op[1]):
                     raise InvalidRequest(keys.reserved_message(op[1]))
         results, effects = self.engine.execute(ops)
+        self._deleted += sum(1 for effect in effects if effect[0] == "del")
         if effects:
             try:
                 self.aof.append([effects])
@@ -187,20 +189,29 @@ class StoreService:
         if now - self._last_sweep >= SWEEP_INTERVAL:
             self._last_sweep = now
             self.engine.sweep()
-        size = self.aof.size
-        if size >= self.compact_min_bytes and size >= self.compact_ratio * self._compacted_size:
+        if self._compaction_due():
+            size = self.aof.size
             try:
                 before, after = self.compact()
                 log.info("auto-compacted %s: %d -> %d bytes", self.aof.path, before, after)
             except Exception:
                 log.exception("auto-compaction failed; the old file is intact")
-                self._compacted_size = size  # do not retry on every tick
+                self._compacted_size, self._deleted = size, 0  # do not retry on every tick
+
+    def _compaction_due(self) -> bool:
+        """The file is big and mostly dead, or more keys were deleted since the last compaction than
+        are live (finished runs leaving under retention): then most of it is history."""
+        size = self.aof.size
+        if size >= self.compact_min_bytes and size >= self.compact_ratio * self._compacted_size:
+            return True
+        return self._deleted >= defaults.COMPACT_MIN_DELETES and self._deleted >= self.engine.size()
 
     def compact(self) -> tuple[int, int]:
         """Rewrite the AOF from a snapshot; return (bytes before, bytes after)."""
         before = self.aof.size
         after = self.aof.rewrite(chunked(self.engine.snapshot()))
         self._compacted_size = after
+        self._deleted = 0
         self.counters["compactions"] += 1
         return before, after
 
@@ -268,10 +279,19 @@ class StoreService:
         return protocol.reply(msg, {"members": members}, Op.DATA)
 
     def on_keys(self, msg: Message) -> bytes:
+        """One page of a prefix query: at most ``limit`` keys (capped by :data:`defaults.KEYS_PAGE`) and
+        about ``max_bytes`` (capped by :data:`defaults.KEYS_PAGE_BYTES`), from after ``after``; the
+        reply's ``next`` is the cursor of the following page (None after the last one)."""
         prefix = field(msg.body, "prefix", str, "")
-        if field(msg.body, "values", bool, False):
-            return protocol.reply(msg, {"items": self.engine.items(prefix)}, Op.DATA)
-        return protocol.reply(msg, {"keys": self.engine.keys(prefix)}, Op.DATA)
+        after = field(msg.body, "after", (str, type(None)), None)
+        limit = min(max(1, field(msg.body, "limit", int, defaults.KEYS_PAGE)), defaults.KEYS_PAGE)
+        max_bytes = min(max(1, field(msg.body, "max_bytes", int, defaults.KEYS_PAGE_BYTES)), defaults.KEYS_PAGE_BYTES)
+        max_value = field(msg.body, "max_value", (int, type(None)), None)
+        values = field(msg.body, "values", bool, False)
+        page = self.engine.scan(prefix, after, values=values, limit=limit, max_bytes=max_bytes, max_value=max_value)
+        if values:
+            return protocol.reply(msg, {"items": page.items, "oversize": page.oversize, "next": page.next}, Op.DATA)
+        return protocol.reply(msg, {"keys": page.keys, "next": page.next}, Op.DATA)
 
     def on_batch(self, msg: Message) -> bytes:
         ops = field(msg.body, "ops", list)
