@@ -49,3 +49,14 @@ LOG_PAGE_LINES = 20_000  # GET_LOGS returns at most this many lines per page
 FSYNC = "always"  # store AOF fsync policy: always | everysec | no
 COMPACT_MIN_BYTES = 64 * 1024 * 1024  # auto-compact the AOF once it is this large...
 COMPACT_RATIO = 4.0  # ...and this many times the size of the live data
+
+# Worker hardening: nothing that grows with user data runs on the worker's loop, and what it does is capped.
+WORKER_THREADS = 2  # threads that prepare attempts (archives, scripts) off the worker's loop
+MAX_ARCHIVE_BYTES = 64 * 1024 * 1024  # a project archive larger than this is refused
+MAX_EXTRACTED_BYTES = 1024 * 1024 * 1024  # a project that unpacks to more than this is refused...
+MAX_UNPACK_RATIO = 200  # ...or to more than this many times its archive's size (a zip bomb); 0 = no check
+UNPACK_RATIO_FREE_BYTES = 64 * 1024 * 1024  # projects that unpack to no more than this skip the ratio check
+KEEP_FAILED_HOURS = 24.0  # workspaces of failed attempts are kept this long for a look (0 = removed at once)
+SWEEP_INTERVAL = 300.0  # seconds between a worker's sweeps of expired failed workspaces
+
+MAX_LOG_BYTES = 256 * 1024 * 1024  # per job on the broker's disk; later lines are dropped with a marker

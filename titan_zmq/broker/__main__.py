@@ -28,13 +28,16 @@ from titan_zmq.cli_common import on_stop_signals, setup_logging
               default=defaults.MAX_BODY_BYTES, help="Largest frame body accepted, bytes.")
 @click.option("--store-timeout", envvar="TITAN_STORE_TIMEOUT", show_envvar=True, type=float,
               default=defaults.STORE_TIMEOUT, help="Seconds to wait for the store.")
+@click.option("--max-log-bytes", envvar="TITAN_MAX_LOG_BYTES", show_envvar=True, type=click.IntRange(min=1),
+              default=defaults.MAX_LOG_BYTES, help="Log bytes kept per job; later lines are dropped with a marker.")
 @click.option("--log-level", envvar="TITAN_LOG_LEVEL", show_envvar=True, default="INFO")
 def main(bind: str, pub: str, store: str, data_dir: str, heartbeat_interval: float, liveness: int,
-         retry_backoff: float, max_body: int, store_timeout: float, log_level: str) -> None:
+         retry_backoff: float, max_body: int, store_timeout: float, max_log_bytes: int, log_level: str) -> None:
     """Run the titan broker: schedules jobs and DAGs onto workers."""
     setup_logging(log_level)
     broker = Broker(bind=bind, pub=pub, store=store, data_dir=data_dir, heartbeat_interval=heartbeat_interval,
-                    liveness=liveness, retry_backoff=retry_backoff, max_body=max_body, store_timeout=store_timeout)
+                    liveness=liveness, retry_backoff=retry_backoff, max_body=max_body, store_timeout=store_timeout,
+                    max_log_bytes=max_log_bytes)
     on_stop_signals(broker.stop)
     broker.serve()
 

@@ -11,7 +11,7 @@ from titan_zmq.states import JobState, RunState
 # Fields of a job record that change over its life (the spec is journaled once, apart).
 JOB_STATE_FIELDS = (
     "state", "attempts", "failures", "worker", "exit_code", "error",
-    "dispatched_at", "started_at", "finished_at", "due_at",
+    "dispatched_at", "started_at", "finished_at", "due_at", "log_truncated", "log_incomplete",
 )
 
 
@@ -32,6 +32,8 @@ class JobRecord:
     started_at: float | None = None
     finished_at: float | None = None
     due_at: float | None = None  # DELAYED / FAILED: when it goes back to the queue
+    log_truncated: bool = False  # its log passed the broker's --max-log-bytes: later lines were dropped
+    log_incomplete: bool = False  # the broker could not write some of its lines (a full disk)
     queue_seq: int = 0  # FIFO order among equal priorities; identifies the live queue entry
     children: list[str] = field(default_factory=list)
 
@@ -53,6 +55,8 @@ class JobRecord:
             "requirement": self.spec.requirement,
             "depends_on": list(self.spec.depends_on),
             "error": self.error,
+            "log_truncated": self.log_truncated,
+            "log_incomplete": self.log_incomplete,
         }
 
 

@@ -52,6 +52,7 @@ class Broker:
         retry_backoff: float = defaults.RETRY_BACKOFF,
         max_body: int = defaults.MAX_BODY_BYTES,
         store_timeout: float = defaults.STORE_TIMEOUT,
+        max_log_bytes: int = defaults.MAX_LOG_BYTES,
     ):
         self.bind_addr, self.pub_addr = bind, pub
         self.data_dir = Path(data_dir)
@@ -63,13 +64,13 @@ class Broker:
         self.store = StoreClient(store, timeout=store_timeout)
         self.sched = Scheduler(retry_backoff=retry_backoff)
         self.registry = WorkerRegistry(heartbeat_interval, liveness)
-        self.logs = LogStore(self.data_dir / "logs")
+        self.logs = LogStore(self.data_dir / "logs", max_bytes=max_log_bytes)
         self.interval = heartbeat_interval
         self.unclaimed_deadline: float | None = None  # after a restore: when unreported RUNNING jobs re-queue
         self.running = True
         self.started_at = time.time()
         self.counters = {"bad_frames": 0, "requests": 0, "dispatched": 0, "store_errors": 0,
-                         "journal_batches": 0, "journal_records": 0}
+                         "journal_batches": 0, "journal_records": 0, "log_batches_refused": 0}
         self._last_tick = 0.0
         blobs = BlobCache(self.store)
         self.journal = GroupCommit(self.store, self.sched, self.events, self.counters, self.send,
@@ -221,7 +222,7 @@ class Broker:
             "jobs": states, "queued": states.get(JobState.QUEUED.value, 0),
             "running": states.get(JobState.RUNNING.value, 0), "store_ok": self.journal.store_ok,
             "uptime": time.time() - self.started_at, "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
-            "pub": self.pub_addr, **self.counters,
+            "pub": self.pub_addr, **self.counters, **self.logs.health(),
         }
 
     def stop(self) -> None:
