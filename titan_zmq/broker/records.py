@@ -9,10 +9,13 @@ from titan_zmq.jobspec import JobSpec
 from titan_zmq.states import JobState, RunState
 
 # Fields of a job record that change over its life (the spec is journaled once, apart).
+# The log flags are journaled only once set (most jobs never set them: fewer bytes per record).
 JOB_STATE_FIELDS = (
     "state", "attempts", "failures", "worker", "exit_code", "error",
     "dispatched_at", "started_at", "finished_at", "due_at", "log_truncated", "log_incomplete",
 )
+
+LOG_FLAGS = ("log_truncated", "log_incomplete")
 
 
 @dataclass(slots=True, eq=False)
@@ -40,6 +43,9 @@ class JobRecord:
     def state_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in JOB_STATE_FIELDS}
         out["state"] = self.state.value
+        for flag in LOG_FLAGS:
+            if not out[flag]:
+                del out[flag]
         return out
 
     def status(self) -> dict[str, Any]:

@@ -77,6 +77,7 @@ class WorkerAgent:
         self.offload = Offload(defaults.WORKER_THREADS)
         self.preparing: dict[AttemptKey, str | None] = {}  # attempts being prepared off the loop -> kill reason
         self.ended_runs: set[str] = set()  # runs over whose directory waits for an attempt of ours to end
+        self.to_clean: list[tuple[AttemptKey | str, bool]] = []  # (attempt, failed) or (run, _), in order
         self.next_sweep = time.time() + defaults.SWEEP_INTERVAL
         self.base_env = dict(os.environ)  # the jobs' environment starts from the worker's
         self.pids = PidRegistry(self.workspace.root)
@@ -194,6 +195,8 @@ class WorkerAgent:
         for fin in self.executor.poll(now):
             self._finish(fin)
         self._announce(now)
+        if self.to_clean:
+            self._flush_clean_up()
         if now - self.last_sent >= self.interval and not self.backlog:
             self.send(Op.HEARTBEAT, {})
         if now >= self.next_reap:
@@ -254,12 +257,25 @@ class WorkerAgent:
         self._clean_up(fin.key, failed=fin.exit_code != 0)
 
     def _clean_up(self, key: AttemptKey, failed: bool) -> None:
-        """Off the loop: the attempt's workspace, and its run's directory if the run is over."""
-        keep = self.keep_failed
-        self.offload.submit("clean", lambda: self.workspace.finish_attempt(*key, failed=failed, keep_failed=keep))
+        """The attempt's workspace, and its run's directory if the run is over, go (off the loop, in one
+        task per loop turn: see :meth:`_flush_clean_up`)."""
+        self.to_clean.append((key, failed))
         if key.run_id in self.ended_runs and not self._has_live(key.run_id):
             self.ended_runs.discard(key.run_id)
-            self.offload.submit("clean", lambda: self.workspace.remove_run(key.run_id))
+            self.to_clean.append((key.run_id, False))
+
+    def _flush_clean_up(self) -> None:
+        todo, self.to_clean = self.to_clean, []
+        ws, keep = self.workspace, self.keep_failed
+
+        def clean() -> None:
+            for what, failed in todo:
+                if isinstance(what, str):
+                    ws.remove_run(what)
+                else:
+                    ws.finish_attempt(*what, failed=failed, keep_failed=keep)
+
+        self.offload.submit("clean", clean)
 
     def _has_live(self, run_id: str) -> bool:
         return any(k.run_id == run_id for k in [*self.executor.attempts, *self.preparing])
@@ -293,7 +309,14 @@ class WorkerAgent:
                 self.workspace.save_blob(spec["project"], data)
             return self.workspace.prepare(*key, spec)
 
-        self.offload.submit("prepare", prepare, lambda out, err: self._prepared(key, spec, out, err))
+        if not self.workspace.is_quick(key.run_id, spec, data is not None):
+            self.offload.submit("prepare", prepare, lambda out, err: self._prepared(key, spec, out, err))
+            return
+        try:  # a command, a small script, a project already unpacked: a few system calls
+            out = prepare()
+        except Exception as exc:
+            return self._prepared(key, spec, None, exc)
+        self._prepared(key, spec, out, None)
 
     def _prepared(self, key: AttemptKey, spec: dict[str, Any], out: tuple[list[str], Path] | None,
                   err: BaseException | None) -> None:
@@ -350,7 +373,7 @@ class WorkerAgent:
         if self._has_live(run_id):
             self.ended_runs.add(run_id)
         else:
-            self.offload.submit("clean", lambda: self.workspace.remove_run(run_id))
+            self.to_clean.append((run_id, False))
 
     def on_heartbeat(self, msg: Message) -> None:
         if msg.body.get("registered") is False:

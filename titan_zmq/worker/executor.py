@@ -227,8 +227,8 @@ class Executor:
 
     def sweep(self) -> int:
         """Kill processes that escaped the groups of attempts whose leader exited; reap adopted ones."""
-        live = {k: a.started_at for k, a in self.attempts.items() if a.exit_code is None}
-        return subreaper.sweep(live, {a.pid for a in self.attempts.values() if a.exit_code is None})
+        live = {k: a for k, a in self.attempts.items() if a.exit_code is None}
+        return subreaper.sweep({k: a.started_at for k, a in live.items()}, {a.pid for a in live.values()})
 
     def forget(self, key: AttemptKey) -> None:
         att = self.attempts.pop(key, None)

@@ -41,7 +41,6 @@ class Offload:
                 t = threading.Thread(target=self._work, args=(q,), name=f"titan-{lane}-{i}", daemon=True)
                 t.start()
                 self._threads.append(t)
-        self.pending = 0  # tasks submitted whose callback has not run yet
 
     @property
     def fd(self) -> int:
@@ -49,8 +48,8 @@ class Offload:
         return self._rfd
 
     def submit(self, lane: str, fn: Callable[[], Any], done: Done | None = None) -> None:
-        """Run ``fn()`` on ``lane``; ``done(result, error)`` runs later on the loop, in :meth:`deliver`."""
-        self.pending += 1
+        """Run ``fn()`` on ``lane``; ``done(result, error)`` runs later on the loop, in :meth:`deliver`
+        (without ``done``, nothing comes back and the loop is not woken; a failure is logged)."""
         self._lanes[lane].put((fn, done))
 
     def deliver(self) -> int:
@@ -67,7 +66,6 @@ class Offload:
             except queue.Empty:
                 return n
             n += 1
-            self.pending -= 1
             try:
                 done(result, error)
             except Exception:
@@ -94,14 +92,9 @@ class Offload:
             if done is None:
                 if error is not None:
                     log.warning("off-loop work failed: %s", error)
-                self._results.put((_nothing, None, None))
-            else:
-                self._results.put((done, result, error))
+                continue
+            self._results.put((done, result, error))
             try:
                 os.write(self._wfd, b"x")
             except (BlockingIOError, OSError):  # full: a wake-up is pending anyway; closed: stopping
                 pass
-
-
-def _nothing(result: Any, error: BaseException | None) -> None:
-    pass

@@ -34,6 +34,7 @@ from titan_zmq import defaults
 from titan_zmq.errors import InvalidRequest, JobRefused
 
 LOCK_STRIPES = 16  # project extractions of one run are serialised by one of these locks
+QUICK_SCRIPT_BYTES = 256 * 1024  # an inline script up to this size is written by the loop itself
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Workspace:
         self.root = Path(root).resolve()
         self.limits = limits or Limits()
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self._shared: set[str] = set()  # runs whose shared directory is known to exist
         for sub in ("blobs", "runs", "failed"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -73,10 +75,18 @@ class Workspace:
             os.mkdir(path)
         except FileNotFoundError:  # the run's first attempt on this host
             os.makedirs(path)
-        except FileExistsError:  # left by an earlier worker process: start clean
-            shutil.rmtree(path)
+        except FileExistsError:  # left by an earlier worker process: start clean (it goes with the run)
+            os.replace(path, f"{path}.old-{_unique()}")
             os.mkdir(path)
         return Path(path)
+
+    def is_quick(self, run_id: str, spec: dict[str, Any], shipped: bool) -> bool:
+        """Whether preparing an attempt costs the same whatever the user sent (no archive to save or
+        unpack, a small script or none): then the worker's loop does it itself, saving two thread hops."""
+        script = spec.get("script")
+        if shipped or (script is not None and len(script) > QUICK_SCRIPT_BYTES):
+            return False
+        return not spec.get("project") or (self.run_dir(run_id) / "project").exists()
 
     def has_blob(self, blob_id: str) -> bool:
         return (self.root / "blobs" / f"{blob_id}.tar.gz").exists()
@@ -133,6 +143,7 @@ class Workspace:
 
     def remove_run(self, run_id: str) -> None:
         """The run ended: its shared directory, project copy and any workspace left go."""
+        self._shared.discard(run_id)
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     def sweep_failed(self, keep_failed: float, now: float | None = None) -> int:
@@ -160,7 +171,9 @@ class Workspace:
 
     def prepare(self, run_id: str, job_id: str, attempt: int, spec: dict[str, Any]) -> tuple[list[str], Path]:
         """The argv and cwd of an attempt, with its script written or its project extracted."""
-        self.shared_dir(run_id).mkdir(parents=True, exist_ok=True)
+        if run_id not in self._shared:
+            self.shared_dir(run_id).mkdir(parents=True, exist_ok=True)
+            self._shared.add(run_id)
         cwd = self.attempt_dir(run_id, job_id, attempt)
         args = [str(a) for a in spec.get("args", [])]
         if spec.get("command"):
