@@ -31,14 +31,16 @@ def write_pipeline(folder: Path, doc: dict[str, Any], scripts: dict[str, str] | 
     return path
 
 
-# A script that records its start and end (with the attempt) in the run's shared directory.
+# A script that records its start and end (with the attempt) in <workspace>/records/<run_id>.log: outside
+# the run's directory, which the worker removes when the run ends.
 RECORD_PY = """
 import os, sys, time
 name = sys.argv[1]
 secs = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
-shared = os.environ["TITAN_SHARED_DIR"]
+records = os.path.join(os.environ["TITAN_SHARED_DIR"], "..", "..", "..", "records")
+os.makedirs(records, exist_ok=True)
 def note(what):
-    with open(os.path.join(shared, "events.log"), "a") as f:
+    with open(os.path.join(records, os.environ["TITAN_RUN_ID"] + ".log"), "a") as f:
         f.write(f"{name} {what} {time.time():.6f} {os.environ['TITAN_ATTEMPT']} {os.environ.get('TITAN_WORKER')}\\n")
 note("start")
 print(f"{name} running", flush=True)
@@ -49,7 +51,7 @@ note("end")
 
 def events(cluster: LocalCluster, run_id: str) -> list[tuple[str, str, float, int, str]]:
     """The (name, start|end, time, attempt, worker) records a run's RECORD_PY jobs left."""
-    path = cluster.data_dir / "work" / "runs" / run_id / "shared" / "events.log"
+    path = records(cluster.data_dir / "work", run_id)
     if not path.exists():
         return []
     out = []
@@ -57,6 +59,11 @@ def events(cluster: LocalCluster, run_id: str) -> list[tuple[str, str, float, in
         name, what, ts, attempt, worker = line.split()
         out.append((name, what, float(ts), int(attempt), worker))
     return out
+
+
+def records(workspace: Path, run_id: str) -> Path:
+    """Where RECORD_PY and PID_JOB-style test scripts of a run write (it outlives the run's directory)."""
+    return workspace / "records" / f"{run_id}.log"
 
 
 def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:

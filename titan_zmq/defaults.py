@@ -78,3 +78,14 @@ COMPACT_MIN_DELETES = 1000  # also compact once this many keys were deleted sinc
 #                             they outnumber the live keys): finished runs leaving the store shrink the file
 KEYS_PAGE = 10_000  # a prefix query (KV_KEYS) returns at most this many keys per reply...
 KEYS_PAGE_BYTES = 4 * 1024 * 1024  # ...and stops once it holds about this many bytes of keys and values
+
+# Worker hardening: nothing that grows with user data runs on the worker's loop, and what it does is capped.
+WORKER_THREADS = 2  # threads that prepare attempts (archives, scripts) off the worker's loop
+MAX_ARCHIVE_BYTES = 64 * 1024 * 1024  # a project archive larger than this is refused
+MAX_EXTRACTED_BYTES = 1024 * 1024 * 1024  # a project that unpacks to more than this is refused...
+MAX_UNPACK_RATIO = 200  # ...or to more than this many times its archive's size (a zip bomb); 0 = no check
+UNPACK_RATIO_FREE_BYTES = 64 * 1024 * 1024  # projects that unpack to no more than this skip the ratio check
+KEEP_FAILED_HOURS = 24.0  # workspaces of failed attempts are kept this long for a look (0 = removed at once)
+SWEEP_INTERVAL = 300.0  # seconds between a worker's sweeps of expired failed workspaces
+
+MAX_LOG_BYTES = 256 * 1024 * 1024  # per job on the broker's disk; later lines are dropped with a marker

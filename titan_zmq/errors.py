@@ -71,6 +71,11 @@ class PipelineError(InvalidRequest):
     """The pipeline definition is not valid."""
 
 
+class JobRefused(InvalidRequest):
+    """A worker refused this job's input (an archive too big or unsafe, a file outside the project):
+    trying again would fail the same way, so the attempt fails without a retry."""
+
+
 class RunFailed(TitanError, code=ErrorCode.RUN_FAILED):
     """The run did not succeed."""
 

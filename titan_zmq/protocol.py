@@ -53,6 +53,7 @@ class Op(IntEnum):
     LIST_WORKERS = 0x24  # client -> broker: the worker registry
     LIST_RUNS = 0x25  # client -> broker: known runs, newest first
     DISCONNECT = 0x26  # worker -> broker: leaving cleanly
+    RUN_FINISHED = 0x27  # broker -> workers: a run ended; its directories on the worker's host can go
     ACK = 0x50  # generic positive reply
     ERROR = 0x51  # generic error reply: {"code", "message"}
     DATA = 0x52  # generic reply carrying data

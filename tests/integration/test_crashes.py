@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 
 from client import TitanJob
-from tests.helpers import RECORD_PY, events, job_state, process_gone, wait_until, write_pipeline
+from tests.helpers import RECORD_PY, events, job_state, process_gone, records, wait_until, write_pipeline
 from titan_zmq.errors import StoreUnavailable
 
 pytestmark = pytest.mark.slow
 
 PID_JOB = """
 import os, sys, time
-shared = os.environ["TITAN_SHARED_DIR"]
-with open(os.path.join(shared, "pids"), "a") as f:
+records = os.path.join(os.environ["TITAN_SHARED_DIR"], "..", "..", "..", "records")
+os.makedirs(records, exist_ok=True)
+with open(os.path.join(records, os.environ["TITAN_RUN_ID"] + ".log"), "a") as f:
     f.write(f"{os.environ['TITAN_ATTEMPT']} {os.getpid()} {os.environ['TITAN_WORKER']}\\n")
 time.sleep(float(sys.argv[1]))
 print("finished attempt", os.environ["TITAN_ATTEMPT"])
@@ -30,7 +31,7 @@ def test_killed_worker_job_completes_on_the_other_worker_with_no_orphan(make_clu
                           {"job.py": PID_JOB})
     with cluster.client() as c:
         run = c.submit_yaml(path)
-        pids = cluster.data_dir / "work" / "runs" / run.run_id / "shared" / "pids"
+        pids = records(cluster.data_dir / "work", run.run_id)
         wait_until(pids.exists, what="the job to start")
         attempt, pid, worker = pids.read_text().split()
         assert attempt == "1" and not process_gone(int(pid))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from client.cluster import LocalCluster
-from tests.helpers import RECORD_PY, job_state, wait_until, write_pipeline
+from tests.helpers import RECORD_PY, job_state, records, wait_until, write_pipeline
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 
@@ -76,7 +76,7 @@ def test_cut_off_worker_job_is_requeued_and_its_stale_execution_is_not_recorded(
         assert st["state"] == "SUCCEEDED"
         job = st["jobs"]["long"]
         assert job["attempts"] == 2 and job["worker"] == "worker1" and job["exit_code"] == 0
-        stale = cluster.data_dir / "nswork" / "runs" / run.run_id / "shared" / "events.log"
+        stale = records(cluster.data_dir / "nswork", run.run_id)
         lines = stale.read_text().splitlines()
         assert any(ln.startswith("long start") for ln in lines)
         assert not any(ln.startswith("long end") for ln in lines), "the stale attempt must be killed, not finish"

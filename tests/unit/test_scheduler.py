@@ -754,3 +754,52 @@ def test_random_event_sequences_keep_invariants_and_drain() -> None:
             assert states == {J.COMPLETED}
         if RunState.FAILED is run.state:
             assert states & {J.DEAD, J.SKIPPED}
+
+
+# ---- issue 8: refusals that do not burn retries, log flags, who holds an attempt ----------------
+
+
+def test_a_permanent_failure_is_dead_at_once_whatever_retries_are_left(h: Harness) -> None:
+    h.worker("w")
+    h.submit("r", [spec("bomb", retries=3), spec("child", "bomb")])
+    rec = h.s.job("r", "bomb")
+    acts = h._call("job_finished", "w", K("r", "bomb", 1), 127, 5.0, "project archive refused", permanent=True)
+    assert rec.state is J.DEAD and rec.attempts == 1 and rec.failures == 1 and rec.due_at is None
+    assert rec.error == "project archive refused" and h.s.next_due() is None
+    assert h.st("r", "child") is J.SKIPPED and RunFinished("r", RunState.FAILED) in acts
+    assert not dispatched(acts)
+
+
+def test_a_permanent_flag_on_a_stale_or_successful_attempt_changes_nothing(h: Harness) -> None:
+    h.worker("w")
+    h.submit("r", [spec("a", retries=2)])
+    h._call("job_finished", "w", K("r", "a", 7), 1, 1.0, None, permanent=True)  # not its current attempt
+    assert h.st("r", "a") is J.RUNNING
+    h._call("job_finished", "w", K("r", "a", 1), 0, 2.0, None, permanent=True)
+    assert h.st("r", "a") is J.COMPLETED
+
+
+def test_log_flags_are_journaled_once(h: Harness) -> None:
+    h.worker("w")
+    h.submit("r", [spec("a")])
+    acts = h._call("log_flagged", "r", "a", "log_truncated", 1.0)
+    assert Journal("r", "a") in acts and h.s.job("r", "a").status()["log_truncated"] is True
+    assert not of(h._call("log_flagged", "r", "a", "log_truncated", 2.0), Journal)
+    assert not h._call("log_flagged", "r", "nope", "log_incomplete", 2.0)
+    assert h.s.job("r", "a").state_dict()["log_truncated"] is True
+
+
+def test_a_worker_holds_an_attempt_until_it_reports_it_even_when_cancelled(h: Harness) -> None:
+    h.worker("w")
+    h.worker("other")
+    h.submit("r", [spec("a")])
+    rec = h.s.job("r", "a")
+    key = K("r", "a", rec.attempts)
+    holder = rec.worker
+    assert holder is not None
+    assert h.s.holds(holder, key) and not h.s.holds("other" if holder == "w" else "w", key)
+    assert not h.s.holds(holder, K("r", "a", 2)) and not h.s.holds("ghost", key)
+    h.cancel("r", "a")
+    assert h.s.holds(holder, key)  # the tail of its output still counts
+    h.report(holder, "r", "a", 1, code=143)
+    assert not h.s.holds(holder, key)

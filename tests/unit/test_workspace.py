@@ -126,7 +126,9 @@ def ws(tmp_path: Path) -> Workspace:
 def test_layout(ws: Workspace) -> None:
     assert (ws.root / "blobs").is_dir() and (ws.root / "runs").is_dir()
     shared = ws.shared_dir("r1")
-    assert shared == ws.root / "runs" / "r1" / "shared" and shared.is_dir()
+    assert shared == ws.root / "runs" / "r1" / "shared" and not shared.exists()  # a path: nothing done on the loop
+    ws.prepare("r1", "j", 1, {"command": ["true"]})
+    assert shared.is_dir()
 
 
 def test_prepare_inline_python_script(ws: Workspace) -> None:
@@ -234,3 +236,77 @@ def test_unsafe_project_is_refused_and_not_installed(ws: Workspace) -> None:
     assert not (ws.root / "runs" / "r1" / "project").exists()
     assert not any(p.name == "escape.py" for p in ws.root.parent.rglob("escape.py"))
     assert os.listdir(ws.root / "runs" / "r1" / "attempts" / "j@1") == []
+
+
+# ---- issue 8: archive limits, workspace clean-up ---------------------------------------------------------
+
+
+def zeros_tar(mb: int) -> bytes:
+    """A project with one very compressible file of ``mb`` MiB (a few KiB packed)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+        info = tarfile.TarInfo("big.bin")
+        info.size = mb << 20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    return buf.getvalue()
+
+
+def test_a_zip_bomb_is_refused_before_anything_big_is_written(tmp_path: Path) -> None:
+    from titan_zmq.errors import JobRefused
+    from titan_zmq.worker.workspace import Limits
+
+    data = zeros_tar(8)
+    limits = Limits(ratio=10, ratio_free=1 << 20)  # 8 MiB from a few KiB packed: far over 10x
+    with pytest.raises(JobRefused, match="unpacks to more than"):
+        extract_safely(data, tmp_path, limits)
+    assert listing(tmp_path) == set()
+    with pytest.raises(JobRefused, match="unpacks to more than"):  # the total cap alone
+        extract_safely(data, tmp_path, Limits(extracted=4 << 20, ratio=0))
+    with pytest.raises(JobRefused, match="over this worker's limit"):
+        extract_safely(data, tmp_path, Limits(archive=len(data) - 1))
+    extract_safely(data, tmp_path, Limits(ratio=0))  # within the limits: extracted
+    assert (tmp_path / "big.bin").stat().st_size == 8 << 20
+
+
+def test_default_limits_refuse_a_200mb_compressible_file_but_pass_small_projects() -> None:
+    from titan_zmq.worker.workspace import Limits
+
+    limits = Limits()
+    assert limits.unpacked_cap(200 * 1024) < 200 << 20  # 200 MiB of zeros packs to ~200 KiB
+    assert limits.unpacked_cap(10 * 1024) >= 1 << 20  # small, compressible projects pass
+
+
+def test_save_blob_refuses_an_oversized_archive(tmp_path: Path) -> None:
+    from titan_zmq.errors import JobRefused
+    from titan_zmq.worker.workspace import Limits
+
+    ws = Workspace(tmp_path / "root", Limits(archive=100))
+    with pytest.raises(JobRefused):
+        ws.save_blob("abc", b"x" * 101)
+    assert list((ws.root / "blobs").iterdir()) == []
+
+
+def test_an_attempt_workspace_goes_and_a_failed_one_is_kept_then_swept(ws: Workspace) -> None:
+    _, ok = ws.prepare("r", "ok", 1, {"command": ["true"]})
+    _, bad = ws.prepare("r", "bad", 1, {"command": ["false"]})
+    (bad / "debug.txt").write_text("why")
+    ws.finish_attempt("r", "ok", 1, failed=False, keep_failed=3600)
+    ws.finish_attempt("r", "bad", 1, failed=True, keep_failed=3600)
+    assert not ok.exists() and not bad.exists()
+    kept = ws.root / "failed" / "r" / "bad@1"
+    assert (kept / "debug.txt").read_text() == "why"
+    ws.finish_attempt("r", "gone", 1, failed=True, keep_failed=3600)  # nothing there: no error
+    assert ws.sweep_failed(3600) == 0 and kept.exists()
+    assert ws.sweep_failed(3600, now=kept.stat().st_mtime + 3601) == 1
+    assert not (ws.root / "failed" / "r").exists()
+    _, bad2 = ws.prepare("r", "bad", 2, {"command": ["false"]})
+    ws.finish_attempt("r", "bad", 2, failed=True, keep_failed=0)  # 0: failed ones are not kept
+    assert not bad2.exists() and not (ws.root / "failed" / "r").exists()
+
+
+def test_a_finished_run_leaves_nothing(ws: Workspace) -> None:
+    ws.prepare("r", "a", 1, {"command": ["true"]})
+    (ws.shared_dir("r") / "data.csv").write_text("1,2\n")
+    ws.remove_run("r")
+    assert not ws.run_dir("r").exists()
+    ws.remove_run("never-seen")  # no error

@@ -33,18 +33,18 @@ class GroupCommit:
     then carries out what waited for it."""
 
     def __init__(self, store: StoreClient, sched: Scheduler, publisher: EventPublisher,
-                 counters: dict[str, int], send: Send, deliver: Callable[[Dispatch | Kill], None],
+                 counters: dict[str, int], send: Send, deliver: Callable[[Dispatch | Kill | RunFinished], None],
                  finished: Callable[[str], None] = lambda run_id: None):
         self.store = store
         self.sched = sched
         self.publisher = publisher
         self.counters = counters
         self.send = send  # ACK frames to workers
-        self.deliver = deliver  # dispatches and kills, through the worker link
+        self.deliver = deliver  # dispatches, kills and ends of runs, through the worker link
         self.finished = finished  # told of every run that finished (retention counts from then)
         self.dirty: set[tuple[str, str | None]] = set()  # records changed since the last commit
         self.tombstones: list[list[Any]] = []  # deletions of a refused submission's keys, sent first
-        self.held: list[Dispatch | Kill] = []  # sends that wait for the commit
+        self.held: list[Dispatch | Kill | RunFinished] = []  # sends that wait for the commit
         self.held_acks: dict[bytes, list[AttemptKey]] = {}  # worker identity -> outcomes journaled by it
         self.store_ok = True
         self._next_probe = 0.0
@@ -54,10 +54,10 @@ class GroupCommit:
         for action in actions:
             if isinstance(action, Journal):
                 self.dirty.add((action.run_id, action.job_id))
-            elif isinstance(action, RunFinished):
-                log.info("run %s %s", action.run_id, action.state.value)
-                self.finished(action.run_id)
             else:
+                if isinstance(action, RunFinished):
+                    log.info("run %s %s", action.run_id, action.state.value)
+                    self.finished(action.run_id)
                 self.held.append(action)
 
     def ack_after_commit(self, identity: bytes, key: AttemptKey) -> None:

@@ -10,10 +10,13 @@ from titan_zmq.jobspec import JobSpec
 from titan_zmq.states import JobState, RunState
 
 # Fields of a job record that change over its life (the spec is journaled once, apart).
+# The log flags are journaled only once set (most jobs never set them: fewer bytes per record).
 JOB_STATE_FIELDS = (
     "state", "attempts", "failures", "worker", "exit_code", "error",
-    "dispatched_at", "started_at", "finished_at", "due_at",
+    "dispatched_at", "started_at", "finished_at", "due_at", "log_truncated", "log_incomplete",
 )
+
+LOG_FLAGS = ("log_truncated", "log_incomplete")
 
 
 @dataclass(slots=True, eq=False)
@@ -33,12 +36,17 @@ class JobRecord:
     started_at: float | None = None
     finished_at: float | None = None
     due_at: float | None = None  # DELAYED / FAILED: when it goes back to the queue
+    log_truncated: bool = False  # its log passed the broker's --max-log-bytes: later lines were dropped
+    log_incomplete: bool = False  # the broker could not write some of its lines (a full disk)
     queue_seq: int = 0  # FIFO order among equal priorities; identifies the live queue entry
     children: list[str] = field(default_factory=list)
 
     def state_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in JOB_STATE_FIELDS}
         out["state"] = self.state.value
+        for flag in LOG_FLAGS:
+            if not out[flag]:
+                del out[flag]
         return out
 
     def status(self) -> dict[str, Any]:
@@ -54,6 +62,8 @@ class JobRecord:
             "requirement": self.spec.requirement,
             "depends_on": list(self.spec.depends_on),
             "error": self.error,
+            "log_truncated": self.log_truncated,
+            "log_incomplete": self.log_incomplete,
         }
 
 

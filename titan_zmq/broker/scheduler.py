@@ -145,6 +145,12 @@ class Scheduler:
         """The job record if ``key`` is its current, running attempt on ``worker`` (else None: overtaken)."""
         return self._current(worker, key)
 
+    def holds(self, worker: str, key: AttemptKey) -> bool:
+        """Whether ``worker`` holds a slot for attempt ``key``: from its dispatch until the worker's report
+        of its end (a cancelled attempt keeps its slot until then, so its last output still counts)."""
+        w = self.workers.get(worker)
+        return w is not None and (key in w.running or key in w.finishing)
+
     def job_counts(self) -> dict[str, int]:
         """How many jobs of all runs are in each state."""
         counts: dict[str, int] = {}
@@ -325,9 +331,14 @@ class Scheduler:
         return self._flush(now)
 
     def job_finished(
-        self, name: str, key: AttemptKey, exit_code: int, now: float, error: str | None = None
+        self, name: str, key: AttemptKey, exit_code: int, now: float, error: str | None = None,
+        permanent: bool = False,
     ) -> list[Action]:
-        """An attempt ended. Results of stale attempts (cancelled, re-queued) only free the slot."""
+        """An attempt ended. Results of stale attempts (cancelled, re-queued) only free the slot.
+
+        A ``permanent`` failure (the worker refused the job's input: a retry would fail the same way)
+        makes the job DEAD at once, whatever retries it has left.
+        """
         w = self.workers.get(name)
         if w is not None:
             w.running.discard(key)
@@ -345,13 +356,22 @@ class Scheduler:
                 self._maybe_release(run, run.jobs[child], now)
         else:
             rec.failures += 1
-            if rec.failures <= rec.spec.retries:
+            if rec.failures <= rec.spec.retries and not permanent:
                 rec.due_at = now + backoff(rec.failures, self.retry_backoff)
                 self._set(run, rec, JobState.FAILED, now)
                 self._timer(rec)
             else:
                 self._set(run, rec, JobState.DEAD, now)
                 self._cascade(run, rec, JobState.SKIPPED, now)
+        return self._flush(now)
+
+    def log_flagged(self, run_id: str, job_id: str, flag: str, now: float) -> list[Action]:
+        """The broker's log of a job was cut (``log_truncated``) or lost lines (``log_incomplete``)."""
+        run = self.runs.get(run_id)
+        rec = run.jobs.get(job_id) if run else None
+        if rec is not None and flag in ("log_truncated", "log_incomplete") and not getattr(rec, flag):
+            setattr(rec, flag, True)
+            self._emit(Journal(run_id, job_id))
         return self._flush(now)
 
     def cancel(self, run_id: str, job_id: str | None, now: float) -> list[Action]:

@@ -64,6 +64,7 @@ class Broker:
         exposed: list[str] | None = None,
         retain: float | None = defaults.RETAIN_SECONDS,
         retain_runs: int | None = defaults.RETAIN_RUNS,
+        max_log_bytes: int = defaults.MAX_LOG_BYTES,
     ):
         self.bind_addr, self.pub_addr = bind, pub
         self.data_dir = Path(data_dir)
@@ -76,7 +77,7 @@ class Broker:
         self.store = StoreClient(store, timeout=store_timeout)
         self.sched = Scheduler(retry_backoff=retry_backoff)
         self.registry = WorkerRegistry(heartbeat_interval, liveness)
-        self.logs = LogStore(self.data_dir / "logs")
+        self.logs = LogStore(self.data_dir / "logs", max_bytes=max_log_bytes)
         self.interval = heartbeat_interval
         self.unclaimed_deadline: float | None = None  # after a restore: when unreported RUNNING jobs re-queue
         self.running = True
@@ -85,7 +86,7 @@ class Broker:
         self._next_retention = 0.0
         self.started_at = time.time()
         self.counters = {"bad_frames": 0, "requests": 0, "dispatched": 0, "store_errors": 0,
-                         "journal_batches": 0, "journal_records": 0}
+                         "journal_batches": 0, "journal_records": 0, "log_batches_refused": 0}
         self._last_tick = 0.0
         self.refusals = RefusalLog(log, self.counters)
         blobs = BlobCache(self.store)
@@ -281,7 +282,7 @@ class Broker:
             "running": states.get(JobState.RUNNING.value, 0), "store_ok": self.journal.store_ok,
             "uptime": time.time() - self.started_at, "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
             "pub": self.pub_addr, "insecure": bool(self.exposed), "exposed": self.exposed,
-            "events_dropped": self.publisher.dropped, **self.counters,
+            "events_dropped": self.publisher.dropped, **self.counters, **self.logs.health(),
         }
 
     def stop(self) -> None:

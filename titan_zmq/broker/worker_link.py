@@ -14,12 +14,14 @@ from titan_zmq.broker.commit import GroupCommit, Send
 from titan_zmq.broker.logs import LogStore
 from titan_zmq.broker.publisher import EventPublisher
 from titan_zmq.broker.registry import WorkerConn, WorkerRegistry
-from titan_zmq.broker.scheduler import Dispatch, Kill, Scheduler
+from titan_zmq.broker.scheduler import Dispatch, Kill, RunFinished, Scheduler
 from titan_zmq.capabilities import normalise
 from titan_zmq.errors import ErrorCode, InvalidRequest
 from titan_zmq.protocol import Handler, Message, Op, encode, error, reply
 
 log = logging.getLogger(__name__)
+REFUSALS_LOGGED = 20  # refused log batches logged one by one; after that every REFUSALS_EVERY-th
+REFUSALS_EVERY = 1000
 
 
 class WorkerLink:
@@ -103,23 +105,38 @@ class WorkerLink:
         ran_for = msg.body.get("ran_for")
         if isinstance(ran_for, (int, float)):  # a short job's start is told only here
             self.journal.apply(self.sched.job_started(conn.name, key, now - max(0.0, float(ran_for))))
-        self.journal.apply(self.sched.job_finished(conn.name, key, exit_code, now, msg.body.get("error")))
+        self.journal.apply(self.sched.job_finished(conn.name, key, exit_code, now, msg.body.get("error"),
+                                                   permanent=msg.body.get("permanent") is True))
         # acknowledged only once the outcome is journaled: until then the worker keeps it in its outbox
         self.journal.ack_after_commit(identity, key)
         return None
 
     def on_log_batch(self, identity: bytes, msg: Message) -> bytes | None:
-        self._worker(identity)
+        """Output of an attempt, taken only from the connection of the worker that holds the attempt's
+        slot (from dispatch until its outcome: batches sent before JOB_COMPLETE arrive before it on
+        the same link, so the slot covers the tail) and only in sequence."""
+        conn = self._worker(identity)
         key = AttemptKey.of(msg)
-        lines = msg.field("lines", list)
-        if not self.sched.has_job(key.run_id, key.job_id):
-            return None  # output of a job this broker does not know: nothing to attach it to
-        records = self.logs.append(key.run_id, key.job_id, key.attempt, msg.field("seq", int),
-                                   [[str(s), str(t)] for s, t in lines], time.time())
-        if records:
-            event: events.LogEvent = {"run_id": key.run_id, "job_id": key.job_id, "lines": records}
+        seq, lines = msg.field("seq", int), msg.field("lines", list)
+        if conn is None or not self.sched.holds(conn.name, key):
+            self._refuse(identity, key, "the sender does not hold this attempt")
+            return None
+        out = self.logs.append(key.run_id, key.job_id, key.attempt, seq, [[str(s), str(t)] for s, t in lines],
+                               time.time(), source=identity)
+        if out.refused is not None:
+            self._refuse(identity, key, out.refused)
+        for flag in out.flags:
+            self.journal.apply(self.sched.log_flagged(key.run_id, key.job_id, flag, time.time()))
+        if out.records:
+            event: events.LogEvent = {"run_id": key.run_id, "job_id": key.job_id, "lines": out.records}
             self.publisher.publish(events.log_topic(key.run_id, key.job_id), dict(event))
         return None
+
+    def _refuse(self, identity: bytes, key: AttemptKey, why: str) -> None:
+        n = self.counters["log_batches_refused"] = self.counters.get("log_batches_refused", 0) + 1
+        if n <= REFUSALS_LOGGED or n % REFUSALS_EVERY == 0:
+            log.warning("log batch for %s/%s attempt %d from %s refused (%d so far): %s",
+                        key.run_id, key.job_id, key.attempt, identity.hex(), n, why)
 
     def on_disconnect(self, identity: bytes, msg: Message) -> bytes | None:
         conn = self.registry.by_identity.get(identity)
@@ -136,12 +153,14 @@ class WorkerLink:
 
     # ---- sends -------------------------------------------------------------------------------
 
-    def deliver(self, action: Dispatch | Kill) -> None:
-        """Carry out a journaled dispatch or kill."""
+    def deliver(self, action: Dispatch | Kill | RunFinished) -> None:
+        """Carry out a journaled dispatch or kill, or tell the workers a run ended."""
         if isinstance(action, Dispatch):
             self._dispatch(action)
-        else:
+        elif isinstance(action, Kill):
             self._kill(action)
+        else:
+            self._run_finished(action)
 
     def _dispatch(self, action: Dispatch) -> None:
         conn = self.registry.by_name.get(action.worker)
@@ -166,3 +185,10 @@ class WorkerLink:
         conn = self.registry.by_name.get(action.worker)
         if conn is not None:
             self.send(conn.identity, encode(Op.KILL_JOB, action.key.fields()))
+
+    def _run_finished(self, action: RunFinished) -> None:
+        """Every worker hears of it (any of them may have run one of its attempts; workers of one host
+        share the run's directory), so each can remove what it keeps of the run."""
+        frame = encode(Op.RUN_FINISHED, {"run_id": action.run_id})
+        for conn in list(self.registry.by_name.values()):
+            self.send(conn.identity, frame)

@@ -9,6 +9,7 @@ import click
 from titan_zmq import defaults
 from titan_zmq.cli_common import on_stop_signals, private_dirs, setup_logging
 from titan_zmq.worker.agent import WorkerAgent
+from titan_zmq.worker.workspace import Limits
 
 
 @click.command(context_settings={"show_default": True})
@@ -27,14 +28,29 @@ from titan_zmq.worker.agent import WorkerAgent
 @click.option("--heartbeat-interval", envvar="TITAN_HEARTBEAT_INTERVAL", show_envvar=True, type=float,
               default=defaults.HEARTBEAT_INTERVAL)
 @click.option("--liveness", envvar="TITAN_LIVENESS", show_envvar=True, type=int, default=defaults.HEARTBEAT_LIVENESS)
+@click.option("--max-archive-bytes", envvar="TITAN_MAX_ARCHIVE_BYTES", show_envvar=True, type=click.IntRange(min=1),
+              default=defaults.MAX_ARCHIVE_BYTES, help="Largest project archive accepted, bytes.")
+@click.option("--max-extracted-bytes", envvar="TITAN_MAX_EXTRACTED_BYTES", show_envvar=True,
+              type=click.IntRange(min=1), default=defaults.MAX_EXTRACTED_BYTES,
+              help="Largest unpacked project accepted, bytes.")
+@click.option("--max-unpack-ratio", envvar="TITAN_MAX_UNPACK_RATIO", show_envvar=True, type=click.FloatRange(min=0),
+              default=defaults.MAX_UNPACK_RATIO,
+              help=f"Refuse projects that unpack to more than this many times their archive (over "
+                   f"{defaults.UNPACK_RATIO_FREE_BYTES >> 20} MiB; 0 = no check).")
+@click.option("--keep-failed", envvar="TITAN_KEEP_FAILED", show_envvar=True, type=click.FloatRange(min=0),
+              default=defaults.KEEP_FAILED_HOURS,
+              help="Hours a failed attempt's workspace is kept (under <workspace>/failed); 0 = not kept.")
 @click.option("--log-level", envvar="TITAN_LOG_LEVEL", show_envvar=True, default="INFO")
 def main(broker: str, capabilities: tuple[str, ...], slots: int, permanent: bool, workspace: str,
-         name: str | None, heartbeat_interval: float, liveness: int, log_level: str) -> None:
+         name: str | None, heartbeat_interval: float, liveness: int, max_archive_bytes: int,
+         max_extracted_bytes: int, max_unpack_ratio: float, keep_failed: float, log_level: str) -> None:
     """Run a titan worker: runs the jobs the broker sends it."""
     setup_logging(log_level)
     private_dirs(Path(workspace), umask=False)  # 0700: jobs keep the usual umask for what they write inside
+    limits = Limits(archive=max_archive_bytes, extracted=max_extracted_bytes, ratio=max_unpack_ratio)
     agent = WorkerAgent(broker=broker, capabilities=list(capabilities), slots=slots, permanent=permanent,
-                        workspace=workspace, name=name, heartbeat_interval=heartbeat_interval, liveness=liveness)
+                        workspace=workspace, name=name, heartbeat_interval=heartbeat_interval, liveness=liveness,
+                        limits=limits, keep_failed_hours=keep_failed)
     on_stop_signals(agent.stop)
     agent.serve()
 

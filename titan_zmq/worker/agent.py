@@ -5,6 +5,11 @@ is silent for interval x liveness, the worker closes its socket, opens a new one
 fresh identity (backoff 1 s doubling to 32 s) and registers again, reporting the attempts
 it is still running.  Completions stay in an outbox until the broker acknowledges them,
 so an outcome is never lost to a broker restart.
+
+The loop never blocks on work that grows with user data: preparing an attempt (project archive,
+script) and removing workspaces run on :class:`~.offload.Offload` threads whose outcomes come back
+through a pipe the loop polls.  The worker is a child subreaper, so processes a job left behind are
+killed when the job ends (:mod:`.subreaper`).
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import zmq
 from titan_zmq import defaults, sockets
 from titan_zmq.attempt import AttemptKey, attempts_from_wire
 from titan_zmq.capabilities import normalise
-from titan_zmq.errors import ErrorCode, ProtocolError
+from titan_zmq.errors import ErrorCode, JobRefused, ProtocolError
 from titan_zmq.protocol import Message, Op, decode, encode
+from titan_zmq.worker import subreaper
 from titan_zmq.worker.executor import Executor, Finished
+from titan_zmq.worker.offload import Offload
 from titan_zmq.worker.pids import PidRegistry
-from titan_zmq.worker.workspace import Workspace
+from titan_zmq.worker.workspace import Limits, Workspace
 
 log = logging.getLogger(__name__)
 REAP_INTERVAL = 1.0  # seconds between sweeps for orphans of dead workers on this host
@@ -52,6 +59,8 @@ class WorkerAgent:
         name: str | None = None,
         heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
         liveness: int = defaults.HEARTBEAT_LIVENESS,
+        limits: Limits | None = None,
+        keep_failed_hours: float = defaults.KEEP_FAILED_HOURS,
     ):
         self.broker = broker
         self.caps = normalise(capabilities or [])
@@ -59,10 +68,17 @@ class WorkerAgent:
         self.permanent = permanent
         self.host = socket.gethostname()
         self.name = name or f"{self.host}-{os.getpid()}-{secrets.token_hex(2)}"
-        self.workspace = Workspace(workspace)
+        self.workspace = Workspace(workspace, limits)
+        self.keep_failed = max(0.0, keep_failed_hours) * 3600.0  # seconds
         self.interval = heartbeat_interval
         self.liveness = liveness
-        self.executor = Executor()
+        self.subreaper = subreaper.become_subreaper()
+        self.executor = Executor(reap_escaped=self.subreaper)
+        self.offload = Offload(defaults.WORKER_THREADS)
+        self.preparing: dict[AttemptKey, str | None] = {}  # attempts being prepared off the loop -> kill reason
+        self.ended_runs: set[str] = set()  # runs over whose directory waits for an attempt of ours to end
+        self.to_clean: list[tuple[AttemptKey | str, bool]] = []  # (attempt, failed) or (run, _), in order
+        self.next_sweep = time.time() + defaults.SWEEP_INTERVAL
         self.base_env = dict(os.environ)  # the jobs' environment starts from the worker's
         self.pids = PidRegistry(self.workspace.root)
         self.next_reap = 0.0
@@ -84,6 +100,7 @@ class WorkerAgent:
             Op.HEARTBEAT: self.on_heartbeat,
             Op.ACK: self.on_ack,
             Op.ERROR: self.on_error,
+            Op.RUN_FINISHED: self.on_run_finished,
         }
 
     # ---- link ------------------------------------------------------------------------------
@@ -98,7 +115,8 @@ class WorkerAgent:
         self.last_recv = now
         self.send(Op.REGISTER, {
             "name": self.name, "host": self.host, "pid": os.getpid(), "caps": self.caps, "slots": self.slots,
-            "permanent": self.permanent, "running": [list(k) for k in self.executor.running() if k not in self.outbox],
+            "permanent": self.permanent,
+            "running": [list(k) for k in [*self.executor.running(), *self.preparing] if k not in self.outbox],
             "done": [list(k) for k in self.outbox],
         })
         for body in self.outbox.values():  # outcomes the broker may not have recorded yet
@@ -142,6 +160,7 @@ class WorkerAgent:
         if self._poller_sock is not self.sock:
             self.poller, self._polled_fds, self._poller_sock = zmq.Poller(), set(), self.sock
         self.poller.register(self.sock, zmq.POLLIN | (zmq.POLLOUT if self.backlog else 0))
+        self.poller.register(self.offload.fd, zmq.POLLIN)
         # back-pressure: while the link is backed up, job output waits in its pipes
         wanted = set() if self.backlog else set(self.executor.fds())
         for fd in self._polled_fds - wanted:
@@ -166,6 +185,8 @@ class WorkerAgent:
         for item, _ in poller.poll(timeout):
             if item is self.sock:
                 self._drain()
+            elif item == self.offload.fd:
+                self.offload.deliver()
             else:
                 self.executor.read(item)
         self._flush_backlog()
@@ -174,16 +195,28 @@ class WorkerAgent:
         for fin in self.executor.poll(now):
             self._finish(fin)
         self._announce(now)
+        if self.to_clean:
+            self._flush_clean_up()
         if now - self.last_sent >= self.interval and not self.backlog:
             self.send(Op.HEARTBEAT, {})
         if now >= self.next_reap:
-            self.next_reap = now + REAP_INTERVAL
-            self.pids.reap()
+            self._housekeeping(now)
         if now - self.last_recv > self.interval * self.liveness and now >= self.next_connect:
             log.warning("broker silent for %.1fs: reconnecting", now - self.last_recv)
             self.next_connect = now + self.reconnect_delay
             self.reconnect_delay = min(self.reconnect_delay * 2, defaults.RECONNECT_MAX)
             self.connect()
+
+    def _housekeeping(self, now: float) -> None:
+        """Once a second: orphans of dead workers, processes jobs left behind; now and then, old failed workspaces."""
+        self.next_reap = now + REAP_INTERVAL
+        self.pids.reap()
+        if self.subreaper:
+            self.executor.sweep()
+        if now >= self.next_sweep:
+            self.next_sweep = now + defaults.SWEEP_INTERVAL
+            keep = self.keep_failed
+            self.offload.submit("clean", lambda: self.workspace.sweep_failed(keep))
 
     def _drain(self) -> None:
         assert self.sock is not None
@@ -221,6 +254,31 @@ class WorkerAgent:
         self.outbox[fin.key] = body
         log.debug("%s/%s attempt %d ended: exit %d", *fin.key, fin.exit_code)
         self.send(Op.JOB_COMPLETE, body)
+        self._clean_up(fin.key, failed=fin.exit_code != 0)
+
+    def _clean_up(self, key: AttemptKey, failed: bool) -> None:
+        """The attempt's workspace, and its run's directory if the run is over, go (off the loop, in one
+        task per loop turn: see :meth:`_flush_clean_up`)."""
+        self.to_clean.append((key, failed))
+        if key.run_id in self.ended_runs and not self._has_live(key.run_id):
+            self.ended_runs.discard(key.run_id)
+            self.to_clean.append((key.run_id, False))
+
+    def _flush_clean_up(self) -> None:
+        todo, self.to_clean = self.to_clean, []
+        ws, keep = self.workspace, self.keep_failed
+
+        def clean() -> None:
+            for what, failed in todo:
+                if isinstance(what, str):
+                    ws.remove_run(what)
+                else:
+                    ws.finish_attempt(*what, failed=failed, keep_failed=keep)
+
+        self.offload.submit("clean", clean)
+
+    def _has_live(self, run_id: str) -> bool:
+        return any(k.run_id == run_id for k in [*self.executor.attempts, *self.preparing])
 
     def _announce(self, now: float) -> None:
         """JOB_STARTED for attempts that have run for a moment; a job that ends sooner says it all
@@ -237,29 +295,58 @@ class WorkerAgent:
     # ---- messages from the broker ------------------------------------------------------------
 
     def on_dispatch(self, msg: Message) -> None:
+        """Prepare the attempt off the loop (archive, workspace, script); it starts in :meth:`_prepared`."""
         b = msg.body
         key = AttemptKey.of(msg)
-        if key in self.executor.attempts or key in self.outbox:
+        if key in self.executor.attempts or key in self.outbox or key in self.preparing:
             return  # already running or done: a duplicate dispatch is not a second execution
         spec = b.get("spec", {})
+        data = b.get("project_data")
+        self.preparing[key] = None
+
+        def prepare() -> tuple[list[str], Path]:
+            if data is not None and spec.get("project"):
+                self.workspace.save_blob(spec["project"], data)
+            return self.workspace.prepare(*key, spec)
+
+        if not self.workspace.is_quick(key.run_id, spec, data is not None):
+            self.offload.submit("prepare", prepare, lambda out, err: self._prepared(key, spec, out, err))
+            return
+        try:  # a command, a small script, a project already unpacked: a few system calls
+            out = prepare()
+        except Exception as exc:
+            return self._prepared(key, spec, None, exc)
+        self._prepared(key, spec, out, None)
+
+    def _prepared(self, key: AttemptKey, spec: dict[str, Any], out: tuple[list[str], Path] | None,
+                  err: BaseException | None) -> None:
+        """Back on the loop: start the prepared attempt, or report why it cannot start."""
+        killed = self.preparing.pop(key, None)
+        if killed is not None:
+            return self._start_failed(key, f"killed: {killed}", exit_code=143)
+        if err is not None or out is None:
+            return self._start_failed(key, f"cannot start job: {err}", permanent=isinstance(err, JobRefused))
+        argv, cwd = out
         try:
-            if b.get("project_data") is not None and spec.get("project"):
-                self.workspace.save_blob(spec["project"], b["project_data"])
-            argv, cwd = self.workspace.prepare(*key, spec)
             env = self._env(key, spec, cwd)
             # a lower bound of the leader's start time as psutil reports it (whole-second boot time)
             before = time.time() - 2.0
             att = self.executor.start(key, argv, env, str(cwd), spec.get("timeout"))
         except Exception as exc:  # a job that cannot start is a failed attempt, with the reason in its log
-            reason = f"cannot start job: {exc}"
-            log.warning("%s/%s: %s", key.run_id, key.job_id, reason)
-            self.send(Op.LOG_BATCH, {**key.fields(), "seq": 0, "lines": [["stderr", f"[titan] {reason}"]]})
-            body = {**key.fields(), "exit_code": 127, "error": reason}
-            self.outbox[key] = body
-            self.send(Op.JOB_COMPLETE, body)
-            return
+            return self._start_failed(key, f"cannot start job: {exc}")
         self.pids.add(att.pid, before)
         self.unannounced[key] = att.started_at
+        return None
+
+    def _start_failed(self, key: AttemptKey, reason: str, exit_code: int = 127, permanent: bool = False) -> None:
+        """An attempt that never ran: the reason goes to its log, the outcome to the broker. A refusal of
+        the job's input is ``permanent``: the broker does not retry it."""
+        log.warning("%s/%s: %s", key.run_id, key.job_id, reason)
+        self.send(Op.LOG_BATCH, {**key.fields(), "seq": 0, "lines": [["stderr", f"[titan] {reason}"]]})
+        body = {**key.fields(), "exit_code": exit_code, "error": reason, **({"permanent": True} if permanent else {})}
+        self.outbox[key] = body
+        self.send(Op.JOB_COMPLETE, body)
+        self._clean_up(key, failed=True)
 
     def _env(self, key: AttemptKey, spec: dict[str, Any], cwd: Path) -> dict[str, str]:
         env = dict(self.base_env)
@@ -275,8 +362,18 @@ class WorkerAgent:
 
     def on_kill(self, msg: Message) -> None:
         key = AttemptKey.of(msg)
-        if self.executor.kill(key, "cancelled"):
+        if key in self.preparing:
+            self.preparing[key] = "cancelled"  # it will not start
+        elif self.executor.kill(key, "cancelled"):
             log.info("%s/%s attempt %d: killing its process group", *key)
+
+    def on_run_finished(self, msg: Message) -> None:
+        """The run ended: its directory goes (once no attempt of it runs here any more)."""
+        run_id = msg.field("run_id", str)
+        if self._has_live(run_id):
+            self.ended_runs.add(run_id)
+        else:
+            self.to_clean.append((run_id, False))
 
     def on_heartbeat(self, msg: Message) -> None:
         if msg.body.get("registered") is False:
@@ -322,5 +419,8 @@ class WorkerAgent:
                 pass
             self.sock.close(0)
         self.ctx.term()
+        if self.subreaper:
+            self.executor.sweep()  # nothing a job left behind outlives the worker
+        self.offload.close()
         self.pids.close()
         self.executor.close()

@@ -1,7 +1,8 @@
 """Runs job attempts as OS processes and collects their output, without threads.
 
 Every attempt runs in its own session (so its own process group); cancel and timeout kill
-the whole group.  The worker loop polls the attempts' pipes next to its socket; this module
+the whole group, and when an attempt's leader exits, whatever it left running is killed too:
+the group, and processes that left it (see :mod:`.subreaper`; the worker is a child subreaper).  The worker loop polls the attempts' pipes next to its socket; this module
 turns bytes into numbered line batches and tells the loop when an attempt is over.  Output
 is cut into batches as it arrives, so memory stays bounded whatever a job prints.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 from titan_zmq import defaults
 from titan_zmq.attempt import AttemptKey
+from titan_zmq.worker import subreaper
 
 STREAMS = ("stdout", "stderr")
 
@@ -60,8 +62,11 @@ class Executor:
     """Starts attempts as process groups and watches them: output read in batches, exits and
     timeouts noticed, whole groups killed. No sockets: the agent moves what it produces."""
 
-    def __init__(self, kill_grace: float = defaults.KILL_GRACE):
+    def __init__(self, kill_grace: float = defaults.KILL_GRACE, reap_escaped: bool = False):
         self.kill_grace = kill_grace
+        # only a process whose every child is a job may do this (the worker, a child subreaper):
+        # any other child that is not a live job leader would be killed
+        self.reap_escaped = reap_escaped
         self.attempts: dict[AttemptKey, Attempt] = {}
         self._by_fd: dict[int, Attempt] = {}
         self._stdin = os.open(os.devnull, os.O_RDONLY)  # every job's stdin, opened once
@@ -192,6 +197,7 @@ class Executor:
     def poll(self, now: float) -> list[Finished]:
         """Enforce timeouts and kill grace; return the attempts that are completely over."""
         finished = []
+        exited = False
         for key, att in list(self.attempts.items()):
             if att.deadline is not None and now >= att.deadline and att.exit_code is None and att.kill_reason is None:
                 self.kill(key, f"timeout after {att.deadline - att.started_at:g}s")
@@ -203,6 +209,7 @@ class Executor:
                 # the job is over when its leader exits: nothing it left behind keeps running
                 _killpg(att.pid, signal.SIGKILL)
                 att.eof_deadline = now + self.kill_grace
+                exited = True
             if att.open_fds and att.eof_deadline is not None and now >= att.eof_deadline:
                 # a descendant that left the process group still holds the pipes: stop waiting for it
                 for fd in list(att.open_fds):
@@ -214,7 +221,14 @@ class Executor:
                         self._line(att, stream, bytes(buf))
                         buf.clear()
                 finished.append(Finished(key, self._exit_code(att), self._error(att)))
+        if exited and self.reap_escaped:  # and what left the group (double-forked daemons), before the outcome
+            self.sweep()
         return finished
+
+    def sweep(self) -> int:
+        """Kill processes that escaped the groups of attempts whose leader exited; reap adopted ones."""
+        live = {k: a for k, a in self.attempts.items() if a.exit_code is None}
+        return subreaper.sweep({k: a.started_at for k, a in live.items()}, {a.pid for a in live.values()})
 
     def forget(self, key: AttemptKey) -> None:
         att = self.attempts.pop(key, None)
