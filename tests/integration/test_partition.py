@@ -47,8 +47,10 @@ def netns() -> Iterator[tuple[str, str, str]]:
 
 
 @pytest.mark.timeout(180)
-def test_cut_off_worker_job_is_requeued_and_its_stale_execution_is_not_recorded(netns, tmp_path: Path):
+def test_cut_off_worker_job_is_requeued_and_its_stale_execution_is_not_recorded(netns, tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch):
     ns, host_if, host_ip = netns
+    monkeypatch.setenv("TITAN_INSECURE", "1")  # store and broker bind the veth address, not loopback
     cluster = LocalCluster(tmp_path / "cluster", workers=0, host=host_ip)
     try:
         cluster.start()
