@@ -803,3 +803,33 @@ def test_a_worker_holds_an_attempt_until_it_reports_it_even_when_cancelled(h: Ha
     assert h.s.holds(holder, key)  # the tail of its output still counts
     h.report(holder, "r", "a", 1, code=143)
     assert not h.s.holds(holder, key)
+
+
+# ---- attempt history (the UI's timeline, `titan status --json`) ----------------------------------------
+
+
+def test_every_attempt_is_kept_with_its_worker_times_and_outcome(h: Harness) -> None:
+    h.worker("w1", slots=1)
+    h.submit("r", [spec("a", retries=2)], now=1.0)
+    h._call("job_started", "w1", K("r", "a", 1), 1.5)
+    h.finish("r", "a", code=3, now=2.0)  # attempt 1 fails: retried after the backoff
+    h.tick(10.0)  # attempt 2 dispatched to w1
+    h.lost("w1", now=11.0)  # attempt 2 lost with its worker: no exit code, no retry used
+    h.worker("w2", slots=1, now=12.0)  # attempt 3
+    h.finish("r", "a", code=0, now=13.0)
+    log = h.s.job("r", "a").status()["attempts_log"]
+    assert [(e["attempt"], e["worker"], e["outcome"], e["exit_code"]) for e in log] == [
+        (1, "w1", "FAILED", 3), (2, "w1", "LOST", None), (3, "w2", "COMPLETED", 0)]
+    assert log[0]["started_at"] == 1.5 and log[0]["finished_at"] == 2.0
+    assert log[1]["dispatched_at"] == 10.0 and log[1]["finished_at"] == 11.0
+    assert log[2]["dispatched_at"] == 12.0 and log[2]["finished_at"] == 13.0
+    assert h.s.job("r", "a").attempts == 3 and h.s.job("r", "a").failures == 1
+
+
+def test_a_job_run_once_journals_no_history(h: Harness) -> None:
+    h.worker("w")
+    h.submit("r", [spec("a")])
+    h.finish("r", "a", now=1.0)
+    rec = h.s.job("r", "a")
+    assert "history" not in rec.state_dict()  # nothing extra in the journal for the common case
+    assert [e["outcome"] for e in rec.status()["attempts_log"]] == ["COMPLETED"]

@@ -13,8 +13,12 @@ from titan_zmq.states import JobState, RunState
 # The log flags are journaled only once set (most jobs never set them: fewer bytes per record).
 JOB_STATE_FIELDS = (
     "state", "attempts", "failures", "worker", "exit_code", "error",
-    "dispatched_at", "started_at", "finished_at", "due_at", "log_truncated", "log_incomplete",
+    "dispatched_at", "started_at", "finished_at", "due_at", "log_truncated", "log_incomplete", "history",
 )
+# An earlier attempt, as journaled in ``history``: [attempt, worker, dispatched_at, started_at, finished_at,
+# exit_code, error, outcome] (a list: most jobs have none, and those that do keep the journal small).
+ATTEMPT_FIELDS = ("attempt", "worker", "dispatched_at", "started_at", "finished_at", "exit_code", "error", "outcome")
+MAX_HISTORY = 50  # earlier attempts kept per job (the oldest go first); `attempts` still counts them all
 
 LOG_FLAGS = ("log_truncated", "log_incomplete")
 
@@ -38,15 +42,35 @@ class JobRecord:
     due_at: float | None = None  # DELAYED / FAILED: when it goes back to the queue
     log_truncated: bool = False  # its log passed the broker's --max-log-bytes: later lines were dropped
     log_incomplete: bool = False  # the broker could not write some of its lines (a full disk)
+    history: list[list[Any]] = field(default_factory=list)  # earlier attempts (ATTEMPT_FIELDS), oldest first
     queue_seq: int = 0  # FIFO order among equal priorities; identifies the live queue entry
     children: list[str] = field(default_factory=list)
 
     def state_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in JOB_STATE_FIELDS}
         out["state"] = self.state.value
-        for flag in LOG_FLAGS:
+        for flag in (*LOG_FLAGS, "history"):
             if not out[flag]:
                 del out[flag]
+        return out
+
+    def end_attempt(self, outcome: str, now: float | None = None) -> None:
+        """File the current attempt under ``history`` (it ended and another may follow); ``now``
+        closes an attempt whose end the broker saw without an exit (a lost worker)."""
+        if self.attempts == 0 or (self.history and self.history[-1][0] == self.attempts):
+            return
+        finished = self.finished_at if now is None else now
+        self.history.append([self.attempts, self.worker, self.dispatched_at, self.started_at, finished,
+                             self.exit_code, self.error, outcome])
+        del self.history[:-MAX_HISTORY]
+
+    def attempts_log(self) -> list[dict[str, Any]]:
+        """Every attempt, oldest first, the current one last: who ran it, when, and how it ended."""
+        out = [dict(zip(ATTEMPT_FIELDS, entry, strict=False)) for entry in self.history]
+        if self.attempts and not (self.history and self.history[-1][0] == self.attempts):
+            out.append({"attempt": self.attempts, "worker": self.worker, "dispatched_at": self.dispatched_at,
+                        "started_at": self.started_at, "finished_at": self.finished_at,
+                        "exit_code": self.exit_code, "error": self.error, "outcome": self.state.value})
         return out
 
     def status(self) -> dict[str, Any]:
@@ -64,6 +88,7 @@ class JobRecord:
             "error": self.error,
             "log_truncated": self.log_truncated,
             "log_incomplete": self.log_incomplete,
+            "attempts_log": self.attempts_log(),
         }
 
 

@@ -238,8 +238,7 @@ class Scheduler:
                 key = AttemptKey(run.run_id, rec.spec.id, rec.attempts)
                 if rec.state is JobState.RUNNING and rec.worker == name and (
                         key not in known or (key in reported and key not in w.running)):
-                    rec.worker = None
-                    self._enqueue(run, rec, now)
+                    self._requeue(run, rec, now, "LOST")
         return self._flush(now)
 
     def restore(self, runs: Iterable[RunRecord], now: float) -> list[Action]:
@@ -279,8 +278,7 @@ class Scheduler:
         for run in self.runs.values():
             for rec in run.jobs.values():
                 if rec.state is JobState.RUNNING and (rec.worker is None or rec.worker not in self.workers):
-                    rec.worker = None
-                    self._enqueue(run, rec, now)
+                    self._requeue(run, rec, now, "LOST")
         return self._flush(now)
 
     def dispatch_failed(self, name: str, key: AttemptKey, now: float) -> list[Action]:
@@ -290,8 +288,7 @@ class Scheduler:
         if w is not None:
             w.running.discard(key)
         if rec is not None:
-            rec.worker = None
-            self._enqueue(self.runs[key.run_id], rec, now)
+            self._requeue(self.runs[key.run_id], rec, now, "NOT_SENT")
         return self._flush(now)
 
     def discard_run(self, run_id: str) -> None:
@@ -483,16 +480,25 @@ class Scheduler:
     def _assign(self, run_id: str, job_id: str, w: WorkerSlots, now: float) -> None:
         run = self.runs[run_id]
         rec = run.jobs[job_id]
+        rec.end_attempt(JobState.FAILED.value)  # a retry: the failed attempt goes to the history
         rec.attempts += 1
         rec.worker = w.name
         rec.dispatched_at = now
         rec.started_at = None
         rec.finished_at = None
         rec.exit_code = None
+        rec.error = None
         key = AttemptKey(run_id, job_id, rec.attempts)
         w.running.add(key)
         self._set(run, rec, JobState.RUNNING, now)
         self._emit(Dispatch(w.name, key))
+
+    def _requeue(self, run: RunRecord, rec: JobRecord, now: float, outcome: str) -> None:
+        """A running attempt ended without an outcome (its worker was lost, the dispatch was not sent):
+        it goes to the history and the job back to the queue (the next is attempt + 1, no retry used)."""
+        rec.end_attempt(outcome, now)
+        rec.worker = None
+        self._enqueue(run, rec, now)
 
     def _live(self, key: AttemptKey, name: str) -> JobRecord | None:
         """The job record if ``key`` is its running attempt, held by ``name`` or by no worker yet
@@ -514,8 +520,7 @@ class Scheduler:
         for key in w.running | w.finishing:
             rec = self._current(name, key)
             if rec is not None:
-                rec.worker = None
-                self._enqueue(self.runs[key.run_id], rec, now)
+                self._requeue(self.runs[key.run_id], rec, now, "LOST")
 
     def _unpin(self, name: str) -> None:
         """Jobs waiting for this worker (affinity) fall back to any capable worker."""
