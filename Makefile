@@ -27,7 +27,7 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check titan_zmq client ui tests pipelines scripts benchmarks
-	$(BIN)/mypy titan_zmq client benchmarks
+	$(BIN)/mypy titan_zmq client benchmarks ui
 
 bench: install
 	$(BIN)/titan bench
