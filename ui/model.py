@@ -141,6 +141,9 @@ class Model:
             run.finished_at = body.get("finished_at")
             run.version = self._bump("runs")
             self.dirty.add(run_id)
+            w = self.watched.get(run_id)
+            if w is not None and run.state in TERMINAL_RUN:
+                w.loaded_at = 0.0  # the run ended: its last times and exit codes now, not in 2 s
 
     def on_job_event(self, body: dict[str, Any]) -> None:
         """A JobEvent: a watched run's job changes at once; every run's counts are asked for next."""

@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
+from client.cluster import LocalCluster
 from tests.helpers import REPO, port_guess, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -159,6 +160,16 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         quit_browser(driver)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """The module's cluster: 2 workers x 4 slots with different capability tags (the cards show them)."""
+    c = LocalCluster(tmp_path_factory.mktemp("ui-cluster"), workers=2, slots=4, worker_caps=[["GENERAL", "GPU"], ["GENERAL", "HIGH_MEM"]],
+                     broker_args=["--retry-backoff", "0.2"])
+    c.start()
+    yield c
+    c.stop()
 
 
 @pytest.fixture(scope="module")

@@ -155,6 +155,7 @@ def test_run_page_shows_the_jobs_live(browser: Any, ui: UiProcess, client: Any) 
     wait_for(browser, lambda d: set(attrs(d, "#jobs-table tr[data-job]", "data-state")) == {"COMPLETED"},
              "every job COMPLETED, live", timeout=30)
     wait_for(browser, lambda d: attrs(d, ".run-title .badge", "data-state") == ["SUCCEEDED"], "the run SUCCEEDED")
+    wait_for(browser, lambda d: attrs(d, "#jobs-table tr[data-job]", "data-exit") == ["0"] * 4, "every exit code")
     screenshot(browser, "run")
 
 

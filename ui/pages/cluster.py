@@ -21,8 +21,9 @@ def worker_card(worker: dict[str, Any], now: float) -> html.Div:
     running: list[list[str]] = worker.get("running") or []
     slots = int(worker.get("slots") or 0)
     last_seen, registered = worker.get("last_seen"), worker.get("registered_at")
-    jobs = [html.Li([w.run_link(run_id, run_id), html.Span(" / "), html.Span(job_id, className="mono job-id")],
-                    **w.data(run=run_id, job=job_id)) for run_id, job_id in running]
+    jobs = [html.Li([html.Span(job_id, className="mono job-id"), w.run_link(run_id, run_id)],
+                    title=f"{job_id} in run {run_id}", **w.data(run=run_id, job=job_id))
+            for run_id, job_id in running]
     return html.Div([
         html.Div([html.Span(worker["id"], className="worker-id"),
                   html.Span(f"{worker.get('host', '?')} · pid {worker.get('pid', '?')}", className="muted")],

@@ -34,7 +34,7 @@ def job_row(job_id: str, j: dict[str, Any]) -> html.Tr:
         html.Td(w.clock(started) if started else ""),
         html.Td(secs, className="num"),
         html.Td(", ".join(j.get("depends_on") or []), className="mono muted"),
-    ], **w.data(job=job_id, state=str(j.get("state"))))
+    ], **w.data(job=job_id, state=j.get("state"), exit=j.get("exit_code")))
 
 
 def render(model: Model, params: dict[str, Any]) -> list[Any]:
