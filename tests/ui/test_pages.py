@@ -4,6 +4,8 @@ page's filters); each test waits on DOM conditions, never on fixed sleeps."""
 from __future__ import annotations
 
 import json
+import re
+import urllib.request
 import uuid
 from typing import Any
 
@@ -178,6 +180,9 @@ def test_token_is_required_for_pages_and_callbacks(browser: Any, ui: UiProcess) 
     cookie = {"Cookie": f"titan_ui_token_{ui.port}={TOKEN}"}
     assert http_status(ui.url("/_dash-update-component", token=False), callback, {**post, **cookie}) == 200
     assert http_status(ui.url("/_dash-update-component"), callback, post) == 200  # the token in the URL
+
+    html = urllib.request.urlopen(ui.url("/"), timeout=10).read().decode()
+    assert not re.search(r'(src|href)="(https?:)?//', html), "everything must be served by the UI itself"
 
     browser.delete_all_cookies()
     browser.get(ui.url("/runs", token=False))

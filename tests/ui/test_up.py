@@ -75,3 +75,10 @@ def test_demo_keeps_the_cluster_and_ui_up_until_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_a_public_bind_without_a_token_is_refused_with_a_clear_error() -> None:
+    out = subprocess.run([sys.executable, "-m", "ui", "--bind", "0.0.0.0:1"], capture_output=True, text=True,
+                         timeout=30, cwd=REPO)
+    assert out.returncode == 2
+    assert "exposes the UI beyond this machine: give an explicit --token" in out.stderr
