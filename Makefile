@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench screenshots clean
 
 install: $(VENV)/.installed
 
@@ -27,7 +27,10 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check titan_zmq client ui tests pipelines scripts benchmarks
-	$(BIN)/mypy titan_zmq client benchmarks
+	$(BIN)/mypy titan_zmq client benchmarks ui
+
+screenshots: install  # refresh docs/screenshots/ from the UI tests (headless Chromium)
+	TITAN_SCREENSHOTS=1 $(BIN)/pytest -q tests/ui
 
 bench: install
 	$(BIN)/titan bench

@@ -6,6 +6,7 @@ import functools
 import json
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,24 +81,20 @@ def print_status(st: dict[str, Any]) -> None:
 @click.option("--slots", default=defaults.SLOTS, show_default=True, help="Slots per worker.")
 @click.option("--data-dir", default=".titan", show_default=True, help="Store, logs and workspaces go here.")
 @click.option("--base-port", default=defaults.BROKER_PORT, show_default=True,
-              help="Broker on P, PUB on P+1, store on P+2 (UI later on P+3); 0 picks free ports.")
-def up(workers: int, slots: int, data_dir: str, base_port: int) -> None:
-    """Start a local cluster (store, broker, N workers) until Ctrl-C."""
-    cluster = LocalCluster(Path(data_dir), base_port=base_port, workers=workers, slots=slots)
-    stopping = False
-
-    def stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+              help="Broker on P, PUB on P+1, store on P+2, UI on P+3; 0 picks free ports.")
+@click.option("--ui/--no-ui", default=True, show_default=True, help="Also serve the web UI on P+3.")
+def up(workers: int, slots: int, data_dir: str, base_port: int, ui: bool) -> None:
+    """Start a local cluster (store, broker, N workers, web UI) until Ctrl-C."""
+    cluster = LocalCluster(Path(data_dir), base_port=base_port, workers=workers, slots=slots, ui=ui)
+    stopping = _stop_signals()
     try:
         cluster.start()
         click.echo(f"broker  {cluster.broker_addr}\npub     {cluster.pub_addr}\nstore   {cluster.store_addr}")
         click.echo(f"workers {workers} x {slots} slots; logs in {cluster.data_dir / 'logs'}; Ctrl-C stops")
         click.echo(f"export TITAN_BROKER={cluster.broker_addr}")
-        while not stopping:
+        if ui:
+            click.echo(f"ui      {cluster.ui_url}")
+        while not stopping.is_set():
             for proc in cluster.procs.values():
                 if not proc.alive():
                     click.echo(f"warning: {proc.name} exited ({proc.log_path})", err=True)
@@ -115,11 +112,16 @@ def up(workers: int, slots: int, data_dir: str, base_port: int) -> None:
 @click.argument("pipeline", default="pipelines/etl/etl.yaml")
 @click.option("--workers", default=2, show_default=True)
 @click.option("--data-dir", default=".titan-demo", show_default=True)
+@click.option("--keep/--no-keep", default=True, show_default=True,
+              help="Keep the cluster and its web UI up after the run, until Ctrl-C (--no-keep: stop at once).")
 @clean_errors
-def demo(pipeline: str, workers: int, data_dir: str) -> None:
-    """Start a throw-away local cluster, run PIPELINE with live logs, show the result, stop."""
-    with LocalCluster(Path(data_dir), workers=workers) as cluster:
+def demo(pipeline: str, workers: int, data_dir: str, keep: bool) -> None:
+    """Start a throw-away local cluster, run PIPELINE with live logs, show the result, then keep it (and
+    the web UI) up until Ctrl-C so the run can be looked at in a browser."""
+    with LocalCluster(Path(data_dir), workers=workers, ui=keep) as cluster:
         click.echo(f"cluster up: broker {cluster.broker_addr}, {workers} workers")
+        if keep:
+            click.echo(f"web UI: {cluster.ui_url}")
         with cluster.client() as c:
             run = c.submit_yaml(pipeline)
             click.echo(f"submitted {pipeline} as run {run.run_id}\n--- live logs ---")
@@ -128,7 +130,25 @@ def demo(pipeline: str, workers: int, data_dir: str) -> None:
             st = c.wait(run.run_id, timeout=60)
             click.echo("--- result ---")
             print_status(st)
+        if keep:
+            click.echo(f"\nopen {cluster.ui_url} to look at the run; Ctrl-C stops the cluster")
+            _until_stopped()
     sys.exit(0 if st["state"] == "SUCCEEDED" else 1)
+
+
+def _stop_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM (instead of their default: ending the process at once)."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    return stopping
+
+
+def _until_stopped() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stopping = _stop_signals()
+    while not stopping.wait(0.2):
+        pass
 
 
 @main.command()

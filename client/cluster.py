@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -104,7 +105,7 @@ class Proc:
 
 @dataclass
 class LocalCluster:
-    """Store, broker and workers as real local processes on ports P, P+1, P+2.
+    """Store, broker and workers (and, with ``ui``, the web UI) as real local processes on ports P..P+3.
 
     With ``base_port`` 0 (the default) P is picked among free ports, and if another process binds
     one of them before the store or broker does, :meth:`wait_ready` starts everything again on a
@@ -123,6 +124,8 @@ class LocalCluster:
     worker_caps: list[list[str]] = field(default_factory=list)  # per worker; default GENERAL
     broker_args: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
+    ui: bool = False  # also start the web UI (`titan-ui`) on P+3, see ui_url
+    ui_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     procs: dict[str, Proc] = field(default_factory=dict)
     # how each component was started, to start it again on new ports after a bind clash
     _starts: dict[str, Callable[[], Proc]] = field(default_factory=dict, repr=False)
@@ -146,6 +149,11 @@ class LocalCluster:
     def store_addr(self) -> str:
         return f"tcp://{self.host}:{self.base_port + 2}"
 
+    @property
+    def ui_url(self) -> str:
+        """The UI's address with its access token (what a user opens)."""
+        return f"http://{self.host}:{self.base_port + 3}/?token={self.ui_token}"
+
     def _py(self, module: str, *args: str) -> list[str]:
         return [sys.executable, "-m", module, *args]
 
@@ -155,6 +163,8 @@ class LocalCluster:
         for i in range(self.workers):
             caps = self.worker_caps[i] if i < len(self.worker_caps) else []
             self.start_worker(f"worker{i + 1}", caps)
+        if self.ui:
+            self.start_ui()
         self.wait_ready(self.workers, wait)
         return self
 
@@ -176,6 +186,12 @@ class LocalCluster:
         for cap in caps or []:
             argv += ["--capability", cap]
         return self._start(name, argv)
+
+    def start_ui(self) -> Proc:
+        """The web UI as its own process on P+3, talking to the broker like any client."""
+        self._starts["ui"] = self.start_ui
+        return self._start("ui", self._py(
+            "ui", "--broker", self.broker_addr, "--bind", f"{self.host}:{self.base_port + 3}", "--token", self.ui_token))
 
     def _start(self, name: str, argv: list[str]) -> Proc:
         old = self.procs.get(name)
@@ -219,7 +235,7 @@ class LocalCluster:
             while True:
                 for proc in self.procs.values():
                     if proc.popen is not None and proc.popen.poll() is not None:
-                        if self._auto_ports and proc.name in ("store", "broker") and ADDR_IN_USE in proc.output():
+                        if self._auto_ports and proc.name in ("store", "broker", "ui") and ADDR_IN_USE in proc.output():
                             return False
                         raise TitanError(f"{proc.name} exited with {proc.popen.returncode}; see {proc.log_path}")
                 try:

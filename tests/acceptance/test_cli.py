@@ -192,7 +192,7 @@ def test_titan_up_killed_with_sigkill_takes_store_broker_and_workers_along(tmp_p
 
 @pytest.mark.slow
 def test_demo_runs_a_pipeline_to_succeeded_and_shows_logs(tmp_path: Path):
-    out = subprocess.run([*TITAN, "demo", str(PIPELINES / "etl" / "etl.yaml"), "--data-dir", str(tmp_path)],
+    out = subprocess.run([*TITAN, "demo", str(PIPELINES / "etl" / "etl.yaml"), "--data-dir", str(tmp_path), "--no-keep"],
                          capture_output=True, text=True, timeout=180, cwd=REPO)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "--- live logs ---" in out.stdout and "[load#1] loaded 4 rows" in out.stdout

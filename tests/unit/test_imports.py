@@ -95,3 +95,10 @@ def test_the_walk_sees_a_cycle_and_a_forbidden_import(tmp_path: Path) -> None:
         REPO = saved
     assert find_cycle({n: sorted(d) for n, d in g.items()}) is not None
     assert "titan_zmq.broker.a" in g["client"]
+
+
+def test_the_ui_talks_to_the_broker_through_the_client_only() -> None:
+    """The UI is a client like any other: the client library, the event topics, no process internals."""
+    bad = {(name, dep) for name, deps in graph().items() if name.startswith("ui")
+           for dep in deps if dep.startswith(ENGINE_INTERNALS)}
+    assert not bad, f"ui modules importing engine internals: {sorted(bad)}"

@@ -1,0 +1,87 @@
+"""Cluster (``/``): a card per worker, the broker's figures and a chart of queued/running jobs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import plotly.graph_objects as go
+from dash import dcc, html
+
+from ui import widgets as w
+from ui.live import LiveView, register_page
+from ui.model import Model
+
+register_page(__name__, path="/", name="Cluster", order=0, title="titan · cluster")
+
+MB = 1024 * 1024
+
+
+def worker_card(worker: dict[str, Any], now: float) -> html.Div:
+    running: list[list[str]] = worker.get("running") or []
+    slots = int(worker.get("slots") or 0)
+    last_seen, registered = worker.get("last_seen"), worker.get("registered_at")
+    jobs = [html.Li([html.Span(job_id, className="mono job-id"), w.run_link(run_id, run_id)],
+                    title=f"{job_id} in run {run_id}", **w.data(run=run_id, job=job_id))
+            for run_id, job_id in running]
+    return html.Div([
+        html.Div([html.Span(worker["id"], className="worker-id"),
+                  html.Span(f"{worker.get('host', '?')} · pid {worker.get('pid', '?')}", className="muted")],
+                 className="card-head"),
+        html.Div([html.Span(tag, className="tag") for tag in worker.get("capabilities") or []], className="tags"),
+        w.slots_bar(len(running), slots),
+        html.Ul(jobs, className="job-list") if jobs else html.Div("idle", className="muted idle"),
+        html.Div([
+            html.Span(f"heartbeat {w.duration(max(0.0, now - last_seen)) if last_seen else '—'} ago"),
+            html.Span(f"up {w.duration(now - registered) if registered else '—'}"),
+        ], className="card-foot muted"),
+    ], className="card worker", id=f"worker-{worker['id']}", **w.data(worker=worker["id"]))
+
+
+def figures(stats: dict[str, Any]) -> html.Div:
+    if not stats:
+        return w.empty("no figures from the broker yet")
+    rss = stats.get("rss_bytes")
+    return html.Div([
+        w.figure_card("workers", stats.get("workers", 0)),
+        w.figure_card("queued", stats.get("queued", 0), "jobs ready, waiting for a slot"),
+        w.figure_card("running", stats.get("running", 0), "jobs"),
+        w.figure_card("runs active", stats.get("runs_running", 0), f"of {stats.get('runs', 0)} known"),
+        w.figure_card("store", "ok" if stats.get("store_ok", True) else "DOWN", "journal writes",
+                      ok=bool(stats.get("store_ok", True))),
+        w.figure_card("broker RSS", f"{rss / MB:.0f} MB" if rss else "—", f"up {w.duration(stats.get('uptime'))}"),
+    ], className="figures", id="broker-figures")
+
+
+def chart(model: Model) -> dcc.Graph:
+    with model.lock:
+        hist = list(model.history)
+    xs = [time.strftime("%H:%M:%S", time.localtime(t)) for t, _, _ in hist]
+    fig = go.Figure([
+        go.Scatter(x=xs, y=[q for _, q, _ in hist], name="queued", mode="lines", line={"color": w.color("QUEUED")}),
+        go.Scatter(x=xs, y=[r for _, _, r in hist], name="running", mode="lines",
+                   line={"color": w.color("RUNNING")}),
+    ])
+    fig.update_layout(height=180, margin={"l": 40, "r": 10, "t": 10, "b": 30}, legend={"orientation": "h", "y": 1.15},
+                      plot_bgcolor="#fff", paper_bgcolor="#fff", xaxis={"nticks": 6, "showgrid": False},
+                      yaxis={"rangemode": "tozero", "gridcolor": "#eef0f3"}, uirevision="keep")
+    return dcc.Graph(figure=fig, id="queue-chart", config={"displayModeBar": False}, className="chart")
+
+
+def render(model: Model, _params: dict[str, Any]) -> list[Any]:
+    now = time.time()
+    with model.lock:
+        workers, stats = list(model.workers), dict(model.stats)
+    cards = [worker_card(wk, now) for wk in workers] or [w.empty("no workers registered")]
+    return [
+        html.Section([html.H2("Broker"), figures(stats), chart(model)], className="section"),
+        html.Section([html.H2(f"Workers ({len(workers)})"), html.Div(cards, className="cards", id="workers")],
+                     className="section"),
+    ]
+
+
+view = LiveView("cluster", key=lambda m, _p: [m.version("workers"), m.version("stats")], render=render)
+
+
+def layout(**_query: Any) -> html.Div:
+    return view.layout()
