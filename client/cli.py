@@ -18,6 +18,7 @@ from client.api import TitanClient
 from client.cluster import LocalCluster
 from client.follow import follow_run
 from titan_zmq import defaults
+from titan_zmq.cli_common import check_exposure, insecure_option
 from titan_zmq.errors import TitanError
 
 broker_option = click.option(
@@ -164,6 +165,28 @@ def bench(quick: bool, json_path: str | None, only: tuple[str, ...]) -> None:
     doc = run_bench(quick, json_path, list(only) or None, click.echo)
     click.echo(json.dumps(doc, indent=2))
     click.echo(markdown(doc))
+
+
+@main.command()
+@broker_option
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True,
+              envvar="TITAN_MCP_TRANSPORT", show_envvar=True,
+              help="stdio: the MCP client starts this command; http: serve streamable HTTP on --bind.")
+@click.option("--bind", default=defaults.MCP_BIND, show_default=True, envvar="TITAN_MCP_BIND", show_envvar=True,
+              help="HOST:PORT for --transport http (a non-loopback host needs --insecure).")
+@insecure_option
+def mcp(broker: str, transport: str, bind: str, insecure: bool) -> None:
+    """Serve the cluster to LLM agents over MCP (server "titan": tools to submit, watch, cancel, decide
+    gates; resources titan://runs/RUN and titan://runs/RUN/logs/JOB)."""
+    from client.mcp_server import parse_bind, serve  # the mcp SDK is a heavy import: only for this command
+
+    if transport == "http":
+        try:
+            parse_bind(bind)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        check_exposure("titan mcp", [f"http://{bind}"], insecure)
+    serve(broker, "http" if transport == "http" else "stdio", bind)
 
 
 # ---- runs ----------------------------------------------------------------------------------

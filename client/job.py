@@ -9,8 +9,9 @@ from titan_zmq.errors import InvalidRequest, PipelineError
 from titan_zmq.jobspec import JobSpec, check_job_count, parse_job, schema
 
 SDK_NAMES = {"parents": "depends_on", "job_type": "type"}  # TitanJob argument -> schema field
-# job_id (-> id) and filename (-> file + script, read from disk) are TitanJob's own constructor arguments
-_OWN = ("job_id", "filename", "fields")
+# job_id (-> id), filename (-> file + script, read from disk) and script (the content itself, instead of
+# reading filename) are TitanJob's own constructor arguments
+_OWN = ("job_id", "filename", "script", "fields")
 
 
 def inline_script(path: Path, job_id: str, where: str = "") -> tuple[str, bytes]:
@@ -36,7 +37,9 @@ def arguments(spec: type[JobSpec] = JobSpec) -> dict[str, str]:
 class TitanJob:
     """A job as the client describes it, with the original Titan SDK's field names.
 
-    ``filename`` is a local script, shipped inline with the job (``file`` + ``script`` on the wire);
+    ``filename`` is a local script, shipped inline with the job (``file`` + ``script`` on the wire); with
+    ``script`` (the script's content, text or bytes) nothing is read from disk and ``filename`` is only the
+    name it runs under (its suffix picks the interpreter: ``.py``, ``.sh``, else run directly).
     ``parents`` becomes ``depends_on``; ``job_type`` becomes ``type``. Every other user field of the job
     schema (:class:`titan_zmq.jobspec.JobSpec`) is a keyword argument and an attribute under its own name
     (``command``, ``args``, ``priority``, ``retries``, ...), with the schema's default. ``to_wire`` checks
@@ -46,11 +49,14 @@ class TitanJob:
     spec: ClassVar[type[JobSpec]] = JobSpec  # the schema the job follows (a test subclass adds a field)
     job_id: str
     filename: str | None  # a local script; shipped inline with the job
+    script: bytes | None  # the script's content, given instead of a file to read (filename names it)
     fields: dict[str, Any]  # every other argument, by its TitanJob name
 
-    def __init__(self, job_id: str, filename: str | None = None, **fields: Any) -> None:
+    def __init__(self, job_id: str, filename: str | None = None, script: bytes | str | None = None,
+                 **fields: Any) -> None:
         self.job_id = job_id
         self.filename = filename
+        self.script = script.encode() if isinstance(script, str) else script
         defaults = schema(self.spec).defaults()
         self.fields = {arg: defaults[name] for arg, name in arguments(self.spec).items()}
         for arg, value in fields.items():
@@ -73,21 +79,28 @@ class TitanJob:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TitanJob):
             return NotImplemented
-        mine, theirs = (self.spec, self.job_id, self.filename), (other.spec, other.job_id, other.filename)
+        mine = (self.spec, self.job_id, self.filename, self.script)
+        theirs = (other.spec, other.job_id, other.filename, other.script)
         return mine == theirs and self.fields == other.fields
 
     def __repr__(self) -> str:
-        given = "".join(f", {k}={v!r}" for k, v in {"filename": self.filename, **self.fields}.items())
+        own = {"filename": self.filename} | ({"script": self.script} if self.script is not None else {})
+        given = "".join(f", {k}={v!r}" for k, v in {**own, **self.fields}.items())
         return f"{type(self).__name__}({self.job_id!r}{given})"
 
     def to_wire(self, base_dir: str | Path | None = None, where: str = "job") -> dict[str, Any]:
-        """The job as the broker takes it, checked, with the script's content read from disk.
+        """The job as the broker takes it, checked, with the script's content (read from disk unless given).
 
         InvalidRequest names the bad field as the broker would (``where`` is ``job`` or ``jobs[i]``).
         """
         names = arguments(self.spec)
         raw = {"id": self.job_id} | {names[arg]: v for arg, v in self.fields.items() if v is not None}
-        if self.filename is not None:
+        if self.script is not None:
+            if not self.filename:
+                raise InvalidRequest(f"{where} ({self.job_id}): a script needs a filename to run under "
+                                     "(its suffix picks the interpreter: .py, .sh, else run directly)")
+            raw["file"], raw["script"] = self.filename, self.script
+        elif self.filename is not None:
             raw["file"], raw["script"] = inline_script(Path(base_dir or ".") / self.filename, self.job_id)
         return parse_job(raw, where, self.spec).to_wire()
 

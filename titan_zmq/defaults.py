@@ -7,6 +7,9 @@ BROKER_PORT = 9090  # broker ROUTER (clients and workers)
 PUB_PORT = 9091  # broker PUB (logs, events, heartbeat ticks)
 STORE_PORT = 9092  # store REP
 UI_PORT = 9093  # UI HTTP (base port + 3 under `titan up`) once the UI issue lands
+MCP_BIND = f"{HOST}:8765"  # `titan mcp --transport http` listens here (stdio, the default, binds nothing)
+MCP_LOG_LINES = 200  # lines the MCP tool job_logs returns unless asked for another number
+MCP_MAX_LOG_LINES = 5000  # the most lines one job_logs call returns (an agent's context is not a log store)
 
 DATA_DIR = ".titan-data"  # broker logs and store AOF, unless --data-dir says otherwise
 WORKSPACE = ".titan-work"  # a worker's attempt workspaces, run directories and archives
