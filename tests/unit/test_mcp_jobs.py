@@ -139,3 +139,34 @@ def _params(name, args):
     from mcp_types import CallToolRequestParams
 
     return CallToolRequestParams(name=name, arguments=args)
+
+
+class WithFeatures(NoFeatures):
+    """A client with the gates change's methods, recording how the tools call them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name):
+        if name not in ("gates", "approve", "reject", "agent_run", "agent_runs"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs)) or [{"id": "g"}]
+
+
+def test_gate_and_agent_run_tools_forward_to_the_client_methods():
+    tools = TitanTools("tcp://127.0.0.1:1")
+    client = tools._client = WithFeatures()  # type: ignore[assignment]
+    assert tools.list_gates() == {"gates": [{"id": "g"}]}
+    tools.list_gates("r1")
+    assert tools.approve_gate("r1", "hitl-gate-a", comment="ok", user="ann") == {"result": [{"id": "g"}]}
+    tools.reject_gate("r1", "hitl-gate-a", reason="no")
+    tools.agent_run("ag")
+    assert tools.agent_run() == {"agent_runs": [{"id": "g"}]}
+    user = client.calls[3][2]["user"]
+    assert client.calls == [
+        ("gates", (), {}), ("gates", ("r1",), {}),
+        ("approve", ("r1", "hitl-gate-a"), {"comment": "ok", "user": "ann"}),
+        ("reject", ("r1", "hitl-gate-a"), {"reason": "no", "user": user}),
+        ("agent_run", ("ag",), {}), ("agent_runs", (), {}),
+    ]
+    assert user.startswith("mcp")

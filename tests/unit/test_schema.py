@@ -163,9 +163,17 @@ def test_titan_job_attributes_read_and_write_like_the_dataclass() -> None:
     assert invalid(setattr, job, "priorty", 1) == "job.priorty: unknown field"
 
 
-@pytest.mark.parametrize("wire_name", ["id", "file", "script", "project", "depends_on", "type"])
+@pytest.mark.parametrize("wire_name", ["id", "file", "project", "depends_on", "type"])
 def test_titan_job_refuses_wire_names_it_spells_otherwise(wire_name: str) -> None:
     assert invalid(TitanJob, "a", command=["true"], **{wire_name: "x"}) == f"job.{wire_name}: unknown field"
+
+
+def test_titan_job_script_is_the_content_and_filename_its_name(tmp_path: Path) -> None:
+    job = TitanJob("a", filename="gen.py", script="print(1)\n")
+    wire = job.to_wire(base_dir=tmp_path / "missing")  # nothing is read from disk
+    assert (wire["file"], wire["script"]) == ("gen.py", b"print(1)\n")
+    assert job == TitanJob("a", filename="gen.py", script=b"print(1)\n") != TitanJob("a", filename="gen.py")
+    assert "needs a filename" in invalid(TitanJob("a", script="x").to_wire)
 
 
 def test_titan_job_errors_name_the_field_like_the_broker() -> None:
