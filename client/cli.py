@@ -18,7 +18,7 @@ from client.api import TitanClient
 from client.cluster import LocalCluster
 from client.follow import follow_run
 from titan_zmq import defaults
-from titan_zmq.cli_common import check_exposure, insecure_option
+from titan_zmq.cli_common import check_exposure
 from titan_zmq.errors import TitanError
 
 broker_option = click.option(
@@ -174,7 +174,9 @@ def bench(quick: bool, json_path: str | None, only: tuple[str, ...]) -> None:
               help="stdio: the MCP client starts this command; http: serve streamable HTTP on --bind.")
 @click.option("--bind", default=defaults.MCP_BIND, show_default=True, envvar="TITAN_MCP_BIND", show_envvar=True,
               help="HOST:PORT for --transport http (a non-loopback host needs --insecure).")
-@insecure_option
+@click.option("--insecure", envvar="TITAN_INSECURE", show_envvar=True, is_flag=True, default=False,
+              help="Allow a non-loopback --bind although the MCP server has no authentication (anyone who "
+                   "reaches the port can run jobs; a warning in the log).")
 def mcp(broker: str, transport: str, bind: str, insecure: bool) -> None:
     """Serve the cluster to LLM agents over MCP (server "titan": tools to submit, watch, cancel, decide
     gates; resources titan://runs/RUN and titan://runs/RUN/logs/JOB)."""

@@ -70,7 +70,7 @@ def jsonable(value: Any) -> Any:
 
 
 class TitanTools:
-    """The tools and resources: each public method here is one of them (registered by :func:`build`)."""
+    """The tools (the methods named in ``TOOLS``) and resources (``*_resource``), registered by :func:`build`."""
 
     def __init__(self, broker: str | None = None, timeout: float | None = None, base_dir: str | Path | None = None):
         self.address = broker_address(broker)
