@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import io
 import itertools
@@ -38,6 +39,22 @@ TERMINAL_JOB = {s.value for s in TERMINAL_JOB_STATES}
 STORE_PROBE = 0.5  # seconds a direct store link gets to answer its first ping
 STORE_RETRY = 30.0  # seconds before trying the direct store link again after it failed
 RUNS_PAGE = defaults.RUNS_PAGE  # runs asked for per LIST_RUNS request
+
+
+GATE_POLL = 0.25  # seconds between looks at a run's gates in wait_for_gate
+
+
+def default_user() -> str:
+    """Who decides a gate unless told: $TITAN_USER, else the OS user."""
+    try:
+        return os.environ.get("TITAN_USER") or getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return f"uid-{os.getuid()}"
+
+
+def inherited_agent(agent_run_id: str | None) -> str | None:
+    """The agent run a submission joins: the one given, else the submitting job's ($TITAN_AGENT_RUN_ID)."""
+    return agent_run_id or os.environ.get("TITAN_AGENT_RUN_ID") or None
 
 
 def _writable(key: str) -> None:
@@ -120,14 +137,20 @@ class TitanClient:
         """Ask the broker for a sign of life (also tells its PUB and store addresses)."""
         return self._call(Op.HEARTBEAT, {}, timeout)
 
-    def submit_job(self, job: TitanJob, base_dir: str | Path | None = None) -> Run:
-        """Submit one job as a run of its own; scripts are read relative to ``base_dir``."""
-        body = self._call(Op.SUBMIT_JOB, {"job": job.to_wire(base_dir), "name": job.job_id})
+    def submit_job(self, job: TitanJob, base_dir: str | Path | None = None, agent_run_id: str | None = None) -> Run:
+        """Submit one job as a run of its own; scripts are read relative to ``base_dir``. From inside a
+        job, the run joins that job's agent run unless ``agent_run_id`` names another."""
+        agent_run_id = inherited_agent(agent_run_id)
+        check_name(agent_run_id, "agent_run_id")
+        body = self._call(Op.SUBMIT_JOB, {"job": job.to_wire(base_dir), "name": job.job_id,
+                                          "agent_run_id": agent_run_id})
         return Run(self, body["run_id"], body["jobs"])
 
     def submit_dag(self, name: str, jobs: list[TitanJob], agent_run_id: str | None = None,
                    base_dir: str | Path | None = None) -> Run:
-        """Submit jobs as one run (a DAG through their ``parents``); ``agent_run_id`` groups runs."""
+        """Submit jobs as one run (a DAG through their ``parents``); ``agent_run_id`` groups runs (from
+        inside a job it defaults to the job's own, $TITAN_AGENT_RUN_ID)."""
+        agent_run_id = inherited_agent(agent_run_id)
         check_name(name, "name")
         check_name(agent_run_id, "agent_run_id")
         wire = wire_jobs(jobs, base_dir)
@@ -136,12 +159,14 @@ class TitanClient:
 
     def submit_yaml(self, path: str | Path, wait: bool = False, timeout: float | None = None,
                     agent_run_id: str | None = None) -> Run:
-        """Load, check and submit a YAML pipeline; with ``wait``, block until it ends."""
+        """Load, check and submit a YAML pipeline; with ``wait``, block until it ends. The agent run is
+        ``agent_run_id``, else the pipeline's ``agent_run_id:``, else the submitting job's."""
         pipe = pipeline.load(path)
         sub = pipe.submission()
-        if agent_run_id:
-            check_name(agent_run_id, "agent_run_id")
-            sub["agent_run_id"] = agent_run_id
+        agent = agent_run_id or pipe.agent_run_id or inherited_agent(None)
+        if agent:
+            check_name(agent, "agent_run_id")
+            sub["agent_run_id"] = agent
         body = self._call(Op.SUBMIT_DAG, sub, timeout=max(self.conn.timeout, 30.0) if pipe.project else None)
         run = Run(self, body["run_id"], body["jobs"])
         if wait:
@@ -159,6 +184,59 @@ class TitanClient:
     def cancel(self, run_id: str, job_id: str | None = None) -> dict[str, Any]:
         """Cancel one job (and its descendants) or a whole run; running processes are killed."""
         return self._call(Op.CANCEL_JOB, {"run_id": run_id, "job_id": job_id})
+
+    # ---- approval gates and agent runs -----------------------------------------------------
+
+    def gates(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Approval gates (of one run, or of every run): those waiting for a decision first (the longest
+        waiting first), then decided ones (the latest first). Each: run_id, gate_id, message, state,
+        waiting_since, deadline, decision (None, approved, rejected, timed_out, cancelled), decided_by,
+        decided_at, comment."""
+        return list(self._call(Op.LIST_GATES, {"run_id": run_id})["gates"])
+
+    def _decide(self, run_id: str, gate_id: str, decision: str, comment: str | None, by: str | None) -> dict[str, Any]:
+        out = self._call(Op.DECIDE_GATE, {"run_id": run_id, "gate_id": gate_id, "decision": decision,
+                                          "by": by or default_user(), "comment": comment})
+        out.pop("rid", None)
+        return out
+
+    def approve(self, run_id: str, gate_id: str, comment: str | None = None, by: str | None = None) -> dict[str, Any]:
+        """Approve a waiting gate (its children run); ``by`` defaults to $TITAN_USER or the OS user.
+        Returns the gate once the decision is durable; GateNotPending if it is not waiting (decided already)."""
+        return self._decide(run_id, gate_id, "approve", comment, by)
+
+    def reject(self, run_id: str, gate_id: str, reason: str | None = None, by: str | None = None) -> dict[str, Any]:
+        """Reject a waiting gate: it ends REJECTED, its descendants SKIPPED, the run FAILED."""
+        return self._decide(run_id, gate_id, "reject", reason, by)
+
+    def wait_for_gate(self, run_id: str, gate_id: str | None = None, timeout: float | None = None,
+                      decided: bool = False) -> dict[str, Any]:
+        """Block until the gate (without ``gate_id``: any gate of the run) waits for a decision or has one;
+        with ``decided``, until it has one. Returns the gate; WaitTimeout after ``timeout`` seconds,
+        InvalidRequest if the run ends first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            for gate in self.gates(run_id):
+                if gate_id in (None, gate["gate_id"]) and (gate["decision"] is not None or not decided):
+                    return gate
+            if self.status(run_id, summary=True)["state"] in TERMINAL_RUN:
+                raise InvalidRequest(f"run {run_id} ended without {'gate ' + gate_id if gate_id else 'a gate'}"
+                                     f" {'being decided' if decided else 'waiting'}")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"run {run_id}: no gate {'decided' if decided else 'waiting'} after {timeout:g}s")
+            time.sleep(GATE_POLL)
+
+    def agent_runs(self) -> list[dict[str, Any]]:
+        """Agent runs (runs grouped by agent_run_id), the most recently active first: agent_run_id, stages
+        (their number), state (RUNNING, FAILED, SUCCEEDED), first_activity, last_activity."""
+        return list(self._call(Op.LIST_AGENT_RUNS, {})["agent_runs"])
+
+    def agent_run(self, agent_run_id: str) -> dict[str, Any]:
+        """One agent run: its state, and its stages (runs) in submission order, each with its state,
+        duration and the gates waiting in it."""
+        out = self._call(Op.GET_AGENT_RUN, {"agent_run_id": agent_run_id})
+        out.pop("rid", None)
+        return out
 
     # ---- watching --------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from client.api import TitanClient
+from client.api import TitanClient, default_user
 from client.cluster import LocalCluster
 from client.follow import follow_run
 from titan_zmq import defaults
@@ -201,10 +201,14 @@ def mcp(broker: str, transport: str, bind: str, insecure: bool) -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print the status as JSON: at once after submitting, or the final one with --wait/--follow.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
-def run_cmd(broker: str, pipeline: str, wait_: bool, follow: bool, as_json: bool, timeout: float | None) -> None:
+@click.option("--agent-run-id", envvar="TITAN_AGENT_RUN_ID", show_envvar=True, default=None,
+              help="Group the run under this agent run (default: the pipeline's agent_run_id, else the job's "
+                   "own when run from inside a job).")
+def run_cmd(broker: str, pipeline: str, wait_: bool, follow: bool, as_json: bool, timeout: float | None,
+            agent_run_id: str | None) -> None:
     """Submit a YAML pipeline; prints the run id."""
     with TitanClient(broker) as c:
-        run = c.submit_yaml(pipeline)
+        run = c.submit_yaml(pipeline, agent_run_id=agent_run_id or None)
         click.echo(run.run_id, err=as_json)
         if follow:
             for job_id, rec in follow_run(c, run.run_id, timeout=timeout):
@@ -284,6 +288,105 @@ def cancel(broker: str, run_id: str, job_id: str | None) -> None:
     with TitanClient(broker) as c:
         out = c.cancel(run_id, job_id)
     click.echo(f"cancelled {len(out['cancelled'])} job(s): {' '.join(out['cancelled'])}; run {out['state']}")
+
+
+# ---- approval gates and agent runs ------------------------------------------------------------
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _secs(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{seconds:.1f}s"
+
+
+@command(main)
+@click.option("--run", "run_id", default=None, help="Only this run's gates.")
+@click.option("--json", "as_json", is_flag=True)
+def gates(broker: str, run_id: str | None, as_json: bool) -> None:
+    """Approval gates: those waiting for a decision first, then decided ones (the latest first)."""
+    with TitanClient(broker) as c:
+        items = c.gates(run_id)
+    if as_json:
+        emit_json(items)
+        return
+    if not items:
+        click.echo("no gates waiting or decided")
+    for g in items:
+        click.echo(f"{g['run_id']}  {g['gate_id']}  {g['state']}")
+        click.echo(f"    message: {g.get('message') or '-'}")
+        if g["decision"] is None:
+            click.echo(f"    waiting since {_when(g['waiting_since'])}, deadline {_when(g['deadline'])}"
+                       f" (in {_secs(max(0.0, (g['deadline'] or 0) - time.time()))})")
+        else:
+            click.echo(f"    {g['decision']} by {g.get('decided_by') or '-'} at {_when(g.get('decided_at'))}"
+                       f" (waited since {_when(g['waiting_since'])})")
+            if g.get("comment"):
+                click.echo(f"    comment: {g['comment']}")
+
+
+def _decided(out: dict[str, Any]) -> None:
+    click.echo(f"gate {out['gate_id']} of run {out['run_id']}: {out['decision']} by {out['decided_by']}"
+               f" ({out['state']}; run {out['run_state']})")
+
+
+@command(main)
+@click.argument("run_id")
+@click.argument("gate_id")
+@click.option("--comment", default=None, help="Why (kept with the decision).")
+@click.option("--as", "by", envvar="TITAN_USER", show_envvar=True, default=None,
+              help="Who approves (default: the OS user).")
+def approve(broker: str, run_id: str, gate_id: str, comment: str | None, by: str | None) -> None:
+    """Approve a waiting gate: its children run."""
+    with TitanClient(broker) as c:
+        _decided(c.approve(run_id, gate_id, comment=comment, by=by or default_user()))
+
+
+@command(main)
+@click.argument("run_id")
+@click.argument("gate_id")
+@click.option("--reason", default=None, help="Why (kept with the decision).")
+@click.option("--as", "by", envvar="TITAN_USER", show_envvar=True, default=None,
+              help="Who rejects (default: the OS user).")
+def reject(broker: str, run_id: str, gate_id: str, reason: str | None, by: str | None) -> None:
+    """Reject a waiting gate: it ends REJECTED, its descendants SKIPPED, the run FAILED."""
+    with TitanClient(broker) as c:
+        _decided(c.reject(run_id, gate_id, reason=reason, by=by or default_user()))
+
+
+@command(main, "agent-runs")
+@click.option("--json", "as_json", is_flag=True)
+def agent_runs(broker: str, as_json: bool) -> None:
+    """Agent runs (runs grouped by agent_run_id), the most recently active first."""
+    with TitanClient(broker) as c:
+        items = c.agent_runs()
+    if as_json:
+        emit_json(items)
+        return
+    for a in items:
+        click.echo(f"{a['agent_run_id']:<32} {a['stages']:>3} stages  {a['state']:<10} "
+                   f"{_when(a['first_activity'])} .. {_when(a['last_activity'])}")
+
+
+@command(main, "agent-run")
+@click.argument("agent_run_id")
+@click.option("--json", "as_json", is_flag=True)
+def agent_run(broker: str, agent_run_id: str, as_json: bool) -> None:
+    """One agent run: its stages in submission order, with state, duration and waiting gates."""
+    with TitanClient(broker) as c:
+        doc = c.agent_run(agent_run_id)
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"agent run {doc['agent_run_id']}  {doc['state']}  ({len(doc['stages'])} stages,"
+               f" {doc['gates_pending']} gate(s) waiting)")
+    for st in doc["stages"]:
+        waiting = f"  gates waiting: {' '.join(st['gates_pending'])}" if st["gates_pending"] else ""
+        click.echo(f"  {st['stage']:>3}. {st['run_id']:<48} {st['state']:<10} {_secs(st['duration']):>8}{waiting}")
 
 
 @command(main)

@@ -267,7 +267,7 @@ class TitanTools:
         = None,
     ) -> Doc:
         """Approve a pending gate: it completes and its children run."""
-        out = self._feature("approve", NO_GATES, run_id, gate_id, comment=comment, user=user or _default_user())
+        out = self._feature("approve", NO_GATES, run_id, gate_id, comment=comment, by=user or _default_user())
         return _doc(out)
 
     def reject_gate(
@@ -279,7 +279,7 @@ class TitanTools:
         = None,
     ) -> Doc:
         """Reject a pending gate: it ends REJECTED, its descendants are SKIPPED and the run FAILS."""
-        out = self._feature("reject", NO_GATES, run_id, gate_id, reason=reason, user=user or _default_user())
+        out = self._feature("reject", NO_GATES, run_id, gate_id, reason=reason, by=user or _default_user())
         return _doc(out)
 
     def agent_run(

@@ -92,3 +92,15 @@ KEEP_FAILED_HOURS = 24.0  # workspaces of failed attempts are kept this long for
 SWEEP_INTERVAL = 300.0  # seconds between a worker's sweeps of expired failed workspaces
 
 MAX_LOG_BYTES = 256 * 1024 * 1024  # per job on the broker's disk; later lines are dropped with a marker
+
+# Approval gates and agent runs (issue 10).
+GATE_MAX_WAIT = 172_800.0  # seconds a gate waits for a decision when max_wait_seconds is not given (48 h)
+GATES_PAGE = 500  # decided gates listed per LIST_GATES reply at most (pending ones are always all listed)
+AGENT_RUNS_PAGE = 500  # agent runs listed per LIST_AGENT_RUNS reply at most
+
+# Notification hook (titan-broker --notify-url): a sender thread per URL, never the broker's loop.
+NOTIFY_QUEUE = 10_000  # events waiting per URL; when full, the oldest is dropped (and counted)
+NOTIFY_TIMEOUT = 5.0  # seconds one POST may take
+NOTIFY_BACKOFF = 0.5  # seconds before the first retry of a failed POST (doubles each time)...
+NOTIFY_BACKOFF_MAX = 8.0  # ...up to this
+NOTIFY_WINDOW = 3600.0  # an event not delivered within this many seconds of its creation is dropped

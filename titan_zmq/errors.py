@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     RUN_FAILED = "run_failed"  # a run waited on did not succeed
     TIMEOUT = "timeout"  # a wait ran out of time
     AOF_CORRUPT = "aof_corrupt"  # the store's append-only file cannot be replayed
+    GATE_NOT_PENDING = "gate_not_pending"  # a decision on a gate that is not waiting for one (decided already)
     INTERNAL = "internal"  # a bug on the other side
 
 
@@ -74,6 +75,10 @@ class PipelineError(InvalidRequest):
 class JobRefused(InvalidRequest):
     """A worker refused this job's input (an archive too big or unsafe, a file outside the project):
     trying again would fail the same way, so the attempt fails without a retry."""
+
+
+class GateNotPending(InvalidRequest, code=ErrorCode.GATE_NOT_PENDING):
+    """The gate is not waiting for a decision (it was decided already, or is not reached yet)."""
 
 
 class RunFailed(TitanError, code=ErrorCode.RUN_FAILED):

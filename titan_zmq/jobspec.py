@@ -35,13 +35,14 @@ import re
 import reprlib
 import shlex
 from collections.abc import Callable
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any
 
 from titan_zmq import capabilities, defaults
 from titan_zmq.errors import InvalidRequest
 
-JOB_TYPES = ("run", "service")
+JOB_TYPES = ("run", "service", "gate")
+GATE_PREFIX = "hitl-gate-"  # the gate a job with hitl_message gets after it: hitl-gate-<job id>
 ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # safe in paths and PUB topics
 BLOB_ID_PATTERN = re.compile(r"[0-9a-f]{64}")  # a project archive's id: its sha256, as the broker computes it
 RULE = "titan_rule"  # the metadata key of a field's Rule
@@ -163,7 +164,8 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict, metadata=rule(
         _str_map, "map of string to string", "extra environment variables (names without '=')", example={"MODE": "fast"}))
     type: str = field(default="run", metadata=rule(
-        lambda v: v in JOB_TYPES, "one of run, service", "run | service", example="service"))
+        lambda v: v in JOB_TYPES, "one of run, service, gate",
+        "run | service | gate (a human approval: no file or command, holds no worker slot)", example="service"))
     requirement: str = field(default=defaults.CAPABILITY, metadata=rule(
         _text(defaults.MAX_NAME_CHARS), f"non-empty string of at most {defaults.MAX_NAME_CHARS} characters",
         "capability tag (GENERAL, GPU, HIGH_MEM, any tag); case-insensitive, as on workers",
@@ -193,11 +195,12 @@ class JobSpec:
         example=8080))
     hitl_message: str | None = field(default=None, metadata=rule(
         _optional(_text(defaults.MAX_TEXT_CHARS)), f"non-empty string of at most {defaults.MAX_TEXT_CHARS} characters",
-        "approval gate: the question put to a human",
+        "approval gate: the question put to a human (on a run job: a gate hitl-gate-<id> follows it)",
         example="ok?"))
     max_wait_seconds: float | None = field(default=None, metadata=rule(
         _optional(_seconds()), f"non-negative number of seconds, at most {defaults.MAX_SECONDS}",
-        "approval gate: seconds to wait for an answer", example=10))
+        f"approval gate: seconds to wait for a decision (default {defaults.GATE_MAX_WAIT}); then TIMED_OUT",
+        example=10))
 
     def to_wire(self) -> dict[str, Any]:
         """The msgpack-ready map of the spec (fields that are None left out)."""
@@ -265,7 +268,13 @@ def parse_job(raw: Any, where: str = "job", spec: type[JobSpec] = JobSpec) -> Jo
 
 
 def _check_source(data: dict[str, Any], where: str) -> None:
-    """What runs: a file (its script inline, or a path in a project archive) or a command, never both."""
+    """What runs: a file (its script inline, or a path in a project archive) or a command, never both;
+    a gate runs nothing."""
+    if data.get("type") == "gate":
+        extra = [key for key in ("file", "command", "script", "project") if data.get(key) is not None]
+        if extra:
+            raise InvalidRequest(f"{where} ({data['id']}): a gate runs nothing: no {extra[0]}")
+        return
     given = [key for key in ("file", "command") if data.get(key) is not None]
     if not given:
         raise InvalidRequest(f"{where} ({data['id']}): needs a file or a command")
@@ -307,6 +316,34 @@ def _check_exec(data: dict[str, Any], where: str) -> None:
     if total > defaults.MAX_EXEC_BYTES:
         raise InvalidRequest(f"{where} ({data['id']}): command, args and env take {total} bytes,"
                              f" over the cap of {defaults.MAX_EXEC_BYTES}")
+
+
+def gate_id(job_id: str) -> str:
+    """The id of the gate that follows a job with ``hitl_message``."""
+    return GATE_PREFIX + job_id
+
+
+def expand_gates(jobs: list[JobSpec], gated: frozenset[str] | set[str] = frozenset()) -> list[JobSpec]:
+    """Jobs with the gates their ``hitl_message`` asks for: a job ``x`` of type run with a message gets
+    a gate ``hitl-gate-x`` right after it (same message and ``max_wait_seconds``), and the jobs that
+    depended on ``x`` depend on the gate instead. ``gated`` names jobs already in the run that have such a
+    gate (jobs added later that depend on them wait for the gate too)."""
+    ours = {j.id for j in jobs if j.hitl_message is not None and j.type == "run"}
+    if not ours and not gated:
+        return jobs
+    redirect = ours | set(gated)
+    out: list[JobSpec] = []
+    for job in jobs:
+        if any(p in redirect for p in job.depends_on):
+            job = replace(job, depends_on=[gate_id(p) if p in redirect else p for p in job.depends_on])
+        out.append(job)
+        if job.id in ours:
+            gid = gate_id(job.id)
+            if not ID_PATTERN.fullmatch(gid):
+                raise InvalidRequest(f"job {job.id!r}: its gate id {gid!r} would be longer than 128 characters")
+            out.append(JobSpec(id=gid, type="gate", hitl_message=job.hitl_message,
+                               max_wait_seconds=job.max_wait_seconds, depends_on=[job.id]))
+    return out
 
 
 def check_job_count(count: int, where: str = "jobs") -> None:

@@ -54,6 +54,10 @@ class Op(IntEnum):
     LIST_RUNS = 0x25  # client -> broker: known runs, newest first
     DISCONNECT = 0x26  # worker -> broker: leaving cleanly
     RUN_FINISHED = 0x27  # broker -> workers: a run ended; its directories on the worker's host can go
+    LIST_GATES = 0x28  # client -> broker: approval gates waiting for a decision, then decided ones
+    DECIDE_GATE = 0x29  # client -> broker: approve or reject a waiting gate (replied to once journaled)
+    LIST_AGENT_RUNS = 0x2A  # client -> broker: agent runs (runs grouped by agent_run_id)
+    GET_AGENT_RUN = 0x2B  # client -> broker: one agent run and its stages
     ACK = 0x50  # generic positive reply
     ERROR = 0x51  # generic error reply: {"code", "message"}
     DATA = 0x52  # generic reply carrying data

@@ -15,20 +15,25 @@ class JobState(StrEnum):
     DEAD = "DEAD"  # retries exhausted
     CANCELLED = "CANCELLED"  # cancelled by a user (directly or through an ancestor)
     SKIPPED = "SKIPPED"  # an upstream job died or was cancelled, so this one never ran
-    AWAITING_APPROVAL = "AWAITING_APPROVAL"  # held at a human approval gate
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"  # a gate waiting for a human decision (holds no worker slot)
+    REJECTED = "REJECTED"  # a gate a human refused: never retried, its downstream SKIPPED
+    TIMED_OUT = "TIMED_OUT"  # a gate nobody decided before its deadline: as REJECTED
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_JOB_STATES
 
 
-TERMINAL_JOB_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.SKIPPED})
+TERMINAL_JOB_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.SKIPPED,
+                                 JobState.REJECTED, JobState.TIMED_OUT})
+# ends that fail the run and skip the job's downstream (CANCELLED cancels it instead)
+FAILED_JOB_STATES = frozenset({JobState.DEAD, JobState.SKIPPED, JobState.REJECTED, JobState.TIMED_OUT})
 
 
 class RunState(StrEnum):
     RUNNING = "RUNNING"  # at least one job is not finished
     SUCCEEDED = "SUCCEEDED"  # every job COMPLETED
-    FAILED = "FAILED"  # a job ended DEAD (its downstream SKIPPED)
+    FAILED = "FAILED"  # a job ended DEAD, or a gate REJECTED or TIMED_OUT (their downstream SKIPPED)
     CANCELLED = "CANCELLED"  # a job or the whole run was cancelled
 
     @property

@@ -8,7 +8,7 @@ from typing import Any
 
 from dash import dcc, html
 
-from titan_zmq.states import JobState, RunState
+from titan_zmq.states import TERMINAL_JOB_STATES, JobState, RunState
 
 # One colour per state, used by badges, bars and (later) the DAG; the legend lists them in this order.
 JOB_COLORS: dict[str, str] = {
@@ -22,6 +22,8 @@ JOB_COLORS: dict[str, str] = {
     JobState.DEAD: "#c0392b",
     JobState.CANCELLED: "#7f5aa2",
     JobState.SKIPPED: "#8d8474",
+    JobState.REJECTED: "#9f1239",  # a gate a human refused
+    JobState.TIMED_OUT: "#b45309",  # a gate nobody decided in time
 }
 RUN_COLORS: dict[str, str] = {
     RunState.RUNNING: JOB_COLORS[JobState.RUNNING],
@@ -50,7 +52,7 @@ def badge(state: str | None) -> html.Span:
 def progress(counts: Mapping[str, int], total: int) -> html.Div:
     """Done/total as a bar made of one segment per job state (in :data:`JOB_COLORS` order)."""
     total = max(total, sum(counts.values()), 1)
-    done = sum(counts.get(s, 0) for s in ("COMPLETED", "DEAD", "CANCELLED", "SKIPPED"))
+    done = sum(counts.get(s, 0) for s in TERMINAL_JOB_STATES)
     segments = [
         html.Div(className="seg", title=f"{state}: {n}", style={"width": f"{100 * n / total:.2f}%",
                                                                  "backgroundColor": color(state)})

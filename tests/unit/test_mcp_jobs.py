@@ -3,12 +3,15 @@ the tools' answers when the client lacks a feature."""
 
 from __future__ import annotations
 
+import inspect
 import json
+from typing import Any
 
 import anyio
 import pytest
 from pydantic import ValidationError
 
+from client.api import TitanClient
 from client.job import TitanJob
 from client.mcp_jobs import McpJob, from_wire, to_titan_job, to_titan_jobs
 from client.mcp_server import TOOLS, TitanTools, build, jsonable, parse_bind
@@ -150,7 +153,13 @@ class WithFeatures(NoFeatures):
     def __getattr__(self, name):
         if name not in ("gates", "approve", "reject", "agent_run", "agent_runs"):
             raise AttributeError(name)
-        return lambda *args, **kwargs: self.calls.append((name, args, kwargs)) or [{"id": "g"}]
+        real = inspect.signature(getattr(TitanClient, name))
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            real.bind(None, *args, **kwargs)  # the tool calls the client method as the client spells it
+            self.calls.append((name, args, kwargs))
+            return [{"id": "g"}]
+        return call
 
 
 def test_gate_and_agent_run_tools_forward_to_the_client_methods():
@@ -162,11 +171,11 @@ def test_gate_and_agent_run_tools_forward_to_the_client_methods():
     tools.reject_gate("r1", "hitl-gate-a", reason="no")
     tools.agent_run("ag")
     assert tools.agent_run() == {"agent_runs": [{"id": "g"}]}
-    user = client.calls[3][2]["user"]
+    user = client.calls[3][2]["by"]
     assert client.calls == [
         ("gates", (), {}), ("gates", ("r1",), {}),
-        ("approve", ("r1", "hitl-gate-a"), {"comment": "ok", "user": "ann"}),
-        ("reject", ("r1", "hitl-gate-a"), {"reason": "no", "user": user}),
+        ("approve", ("r1", "hitl-gate-a"), {"comment": "ok", "by": "ann"}),
+        ("reject", ("r1", "hitl-gate-a"), {"reason": "no", "by": user}),
         ("agent_run", ("ag",), {}), ("agent_runs", (), {}),
     ]
     assert user.startswith("mcp")

@@ -40,23 +40,30 @@ from titan_zmq.cli_common import check_exposure, insecure_option, on_stop_signal
               default=defaults.RETAIN_RUNS, help="Finished runs kept at most, the newest (0: no limit).")
 @click.option("--max-log-bytes", envvar="TITAN_MAX_LOG_BYTES", show_envvar=True, type=click.IntRange(min=1),
               default=defaults.MAX_LOG_BYTES, help="Log bytes kept per job; later lines are dropped with a marker.")
+@click.option("--notify-url", "notify_urls", multiple=True, envvar="TITAN_NOTIFY_URL", show_envvar=True,
+              help="POST a JSON event here for gate_pending, gate_decided and run_finished (repeatable; the env "
+                   "var takes several URLs separated by spaces). Retried with backoff for up to an hour; never "
+                   "blocks the scheduler.")
 @insecure_option
 @click.option("--log-level", envvar="TITAN_LOG_LEVEL", show_envvar=True, default="INFO")
 def main(bind: str, pub: str, store: str, data_dir: str, heartbeat_interval: float, liveness: int,
          retry_backoff: float, max_body: int, store_timeout: float, max_asset_bytes: int, retain: str,
-         retain_runs: int, max_log_bytes: int, insecure: bool, log_level: str) -> None:
+         retain_runs: int, max_log_bytes: int, notify_urls: tuple[str, ...], insecure: bool, log_level: str) -> None:
     """Run the titan broker: schedules jobs and DAGs onto workers."""
     try:
         max_age = parse_duration(retain)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--retain") from None
+    for url in notify_urls:
+        if not url.startswith(("http://", "https://")):
+            raise click.BadParameter(f"{url!r}: expected an http:// or https:// URL", param_hint="--notify-url")
     setup_logging(log_level)
     exposed = check_exposure("titan-broker", [bind, pub], insecure)
     private_dirs(Path(data_dir))  # 0700, and the job logs in it 0600
     broker = Broker(bind=bind, pub=pub, store=store, data_dir=data_dir, heartbeat_interval=heartbeat_interval,
                     liveness=liveness, retry_backoff=retry_backoff, max_body=max_body, store_timeout=store_timeout,
                     max_asset=max_asset_bytes, exposed=exposed, retain=max_age, retain_runs=retain_runs or None,
-                    max_log_bytes=max_log_bytes)
+                    max_log_bytes=max_log_bytes, notify_urls=notify_urls)
     on_stop_signals(broker.interrupt)
     broker.serve()
 

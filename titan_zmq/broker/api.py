@@ -18,7 +18,7 @@ from titan_zmq.broker.logs import LogStore
 from titan_zmq.broker.registry import WorkerRegistry
 from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.errors import InvalidRequest, StoreUnavailable
-from titan_zmq.jobspec import JobSpec, check_name, parse_job, parse_jobs
+from titan_zmq.jobspec import JobSpec, check_name, expand_gates, parse_job, parse_jobs
 from titan_zmq.protocol import Handler, Message, Op, reply
 from titan_zmq.store.client import StoreClient
 
@@ -71,6 +71,10 @@ class ClientApi:
             Op.UPLOAD_ASSET: self.on_upload,
             Op.FETCH_ASSET: self.on_fetch,
             Op.STOP: self.on_stop,
+            Op.LIST_GATES: self.on_list_gates,
+            Op.DECIDE_GATE: self.on_decide_gate,
+            Op.LIST_AGENT_RUNS: self.on_list_agent_runs,
+            Op.GET_AGENT_RUN: self.on_get_agent_run,
         }
         for op in KV_OPS:
             table[op] = self.on_kv
@@ -79,12 +83,12 @@ class ClientApi:
     # ---- submissions -------------------------------------------------------------------------
 
     def on_submit_dag(self, identity: bytes, msg: Message) -> bytes:
-        jobs = parse_jobs(msg.body.get("jobs"))
+        jobs = expand_gates(parse_jobs(msg.body.get("jobs")))
         return self._submit(msg, msg.field("name", str, "run"), jobs, msg.field("agent_run_id", OPTIONAL_STR, None))
 
     def on_submit_job(self, identity: bytes, msg: Message) -> bytes:
         job = parse_job(msg.body.get("job"), "job")
-        return self._submit(msg, msg.field("name", str, job.id), [job], msg.field("agent_run_id", OPTIONAL_STR, None))
+        return self._submit(msg, msg.field("name", str, job.id), expand_gates([job]), msg.field("agent_run_id", OPTIONAL_STR, None))
 
     def _submit(self, msg: Message, name: str, jobs: list[JobSpec], agent: str | None) -> bytes:
         check_name(name, "name")
@@ -104,7 +108,7 @@ class ClientApi:
 
     def on_add_jobs(self, identity: bytes, msg: Message) -> bytes:
         run_id = msg.field("run_id", str)
-        jobs = parse_jobs(msg.body.get("jobs"))
+        jobs = expand_gates(parse_jobs(msg.body.get("jobs")), self.sched.gated_jobs(run_id))
         run = self.sched.check_new_jobs(run_id, jobs)
         if len(run.jobs) + len(jobs) > defaults.MAX_JOBS_PER_RUN:
             raise InvalidRequest(f"run {run_id} has {len(run.jobs)} jobs: {len(jobs)} more would pass the cap of"
@@ -163,6 +167,17 @@ class ClientApi:
             "done": rec.state.terminal and nxt >= total,
         }, Op.DATA)
 
+    def on_list_gates(self, identity: bytes, msg: Message) -> bytes:
+        limit = min(max(1, msg.field("limit", int, defaults.GATES_PAGE)), defaults.GATES_PAGE)
+        return reply(msg, {"gates": self.sched.gates_list(msg.field("run_id", OPTIONAL_STR, None), limit)}, Op.DATA)
+
+    def on_list_agent_runs(self, identity: bytes, msg: Message) -> bytes:
+        limit = min(max(1, msg.field("limit", int, defaults.AGENT_RUNS_PAGE)), defaults.AGENT_RUNS_PAGE)
+        return reply(msg, {"agent_runs": self.sched.agent_runs(limit)}, Op.DATA)
+
+    def on_get_agent_run(self, identity: bytes, msg: Message) -> bytes:
+        return reply(msg, self.sched.agent_run(msg.field("agent_run_id", str), time.time()), Op.DATA)
+
     def on_stats(self, identity: bytes, msg: Message) -> bytes:
         return reply(msg, self.stats(), Op.DATA)
 
@@ -178,6 +193,26 @@ class ClientApi:
             raise StoreUnavailable("store unavailable: the cancel is applied but not yet persisted")
         changed = [j for j, r in run.jobs.items() if r.state is not before[j]]
         return reply(msg, {"run_id": run_id, "cancelled": changed, "state": run.state.value})
+
+    def on_decide_gate(self, identity: bytes, msg: Message) -> bytes:
+        """Approve or reject a waiting gate; the reply comes only once the decision is journaled, so an
+        acknowledged decision survives a broker crash."""
+        run_id, gate_id = msg.field("run_id", str), msg.field("gate_id", str)
+        decision = msg.field("decision", str)
+        if decision not in ("approve", "reject"):
+            raise InvalidRequest(f"decision: expected approve or reject, got {decision[:40]!r}")
+        by = msg.field("by", str)
+        comment = msg.field("comment", OPTIONAL_STR, None) or None
+        check_name(by, "by")
+        check_name(comment, "comment", defaults.MAX_TEXT_CHARS)
+        if not self.journal.store_available():
+            raise StoreUnavailable("store unavailable: the decision was not taken (the gate still waits); retry later")
+        self.journal.apply(self.sched.decide_gate(run_id, gate_id, decision == "approve", by, comment, time.time()))
+        if not self.journal.commit():
+            raise StoreUnavailable("store unavailable: the decision is taken but not yet persisted (it will be"
+                                   " once the store is back)")
+        rec = self.sched.job(run_id, gate_id)
+        return reply(msg, {"run_id": run_id, "run_state": self.sched.run(run_id).state.value, **rec.gate_view()})
 
     def on_kv(self, identity: bytes, msg: Message) -> bytes:
         """The shared KV and sets, passed on to the store (which refuses writes to the journal's keys)."""

@@ -17,6 +17,7 @@ from typing import Any
 from titan_zmq import defaults, events
 from titan_zmq.attempt import AttemptKey
 from titan_zmq.broker import journal
+from titan_zmq.broker.gates import Notice
 from titan_zmq.broker.publisher import EventPublisher
 from titan_zmq.broker.scheduler import Action, Dispatch, Journal, Kill, RunFinished, Scheduler
 from titan_zmq.errors import StoreUnavailable
@@ -26,6 +27,7 @@ from titan_zmq.store.client import StoreClient
 log = logging.getLogger(__name__)
 
 Send = Callable[[bytes, bytes], bool]  # (peer identity, frame) -> sent
+Held = Dispatch | Kill | RunFinished | Notice  # what waits for the commit
 
 
 class GroupCommit:
@@ -33,18 +35,18 @@ class GroupCommit:
     then carries out what waited for it."""
 
     def __init__(self, store: StoreClient, sched: Scheduler, publisher: EventPublisher,
-                 counters: dict[str, int], send: Send, deliver: Callable[[Dispatch | Kill | RunFinished], None],
+                 counters: dict[str, int], send: Send, deliver: Callable[[Held], None],
                  finished: Callable[[str], None] = lambda run_id: None):
         self.store = store
         self.sched = sched
         self.publisher = publisher
         self.counters = counters
         self.send = send  # ACK frames to workers
-        self.deliver = deliver  # dispatches, kills and ends of runs, through the worker link
+        self.deliver = deliver  # dispatches, kills and ends of runs (the worker link), notices (the hook)
         self.finished = finished  # told of every run that finished (retention counts from then)
         self.dirty: set[tuple[str, str | None]] = set()  # records changed since the last commit
         self.tombstones: list[list[Any]] = []  # deletions of a refused submission's keys, sent first
-        self.held: list[Dispatch | Kill | RunFinished] = []  # sends that wait for the commit
+        self.held: list[Held] = []  # sends (and notices) that wait for the commit
         self.held_acks: dict[bytes, list[AttemptKey]] = {}  # worker identity -> outcomes journaled by it
         self.store_ok = True
         self._next_probe = 0.0

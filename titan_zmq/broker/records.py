@@ -10,17 +10,24 @@ from titan_zmq.jobspec import JobSpec
 from titan_zmq.states import JobState, RunState
 
 # Fields of a job record that change over its life (the spec is journaled once, apart).
-# The log flags are journaled only once set (most jobs never set them: fewer bytes per record).
+# The log flags and a gate's decision are journaled only once set (most jobs never set them: fewer bytes
+# per record). A gate keeps its waiting time in ``started_at``, its deadline in ``due_at`` and the time of
+# its decision in ``finished_at``; ``decided_by`` and ``comment`` say who decided and why.
 JOB_STATE_FIELDS = (
     "state", "attempts", "failures", "worker", "exit_code", "error",
     "dispatched_at", "started_at", "finished_at", "due_at", "log_truncated", "log_incomplete", "history",
+    "decided_by", "comment",
 )
+OPTIONAL_FIELDS = ("log_truncated", "log_incomplete", "history", "decided_by", "comment")  # left out unless set
 # An earlier attempt, as journaled in ``history``: [attempt, worker, dispatched_at, started_at, finished_at,
 # exit_code, error, outcome] (a list: most jobs have none, and those that do keep the journal small).
 ATTEMPT_FIELDS = ("attempt", "worker", "dispatched_at", "started_at", "finished_at", "exit_code", "error", "outcome")
 MAX_HISTORY = 50  # earlier attempts kept per job (the oldest go first); `attempts` still counts them all
 
 LOG_FLAGS = ("log_truncated", "log_incomplete")
+# a gate's end as a decision (a gate SKIPPED before it waited has none)
+GATE_DECISIONS = {JobState.COMPLETED.value: "approved", JobState.REJECTED.value: "rejected",
+                  JobState.TIMED_OUT.value: "timed_out", JobState.CANCELLED.value: "cancelled"}
 
 
 @dataclass(slots=True, eq=False)
@@ -43,13 +50,15 @@ class JobRecord:
     log_truncated: bool = False  # its log passed the broker's --max-log-bytes: later lines were dropped
     log_incomplete: bool = False  # the broker could not write some of its lines (a full disk)
     history: list[list[Any]] = field(default_factory=list)  # earlier attempts (ATTEMPT_FIELDS), oldest first
+    decided_by: str | None = None  # a gate: who approved or rejected it
+    comment: str | None = None  # a gate: the approval's comment, the rejection's reason, or why it timed out
     queue_seq: int = 0  # FIFO order among equal priorities; identifies the live queue entry
     children: list[str] = field(default_factory=list)
 
     def state_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in JOB_STATE_FIELDS}
         out["state"] = self.state.value
-        for flag in (*LOG_FLAGS, "history"):
+        for flag in OPTIONAL_FIELDS:
             if not out[flag]:
                 del out[flag]
         return out
@@ -89,6 +98,21 @@ class JobRecord:
             "log_truncated": self.log_truncated,
             "log_incomplete": self.log_incomplete,
             "attempts_log": self.attempts_log(),
+            **({"gate": self.gate_view()} if self.spec.type == "gate" else {}),
+        }
+
+    @property
+    def is_gate(self) -> bool:
+        return self.spec.type == "gate"
+
+    def gate_view(self) -> dict[str, Any]:
+        """A gate's question, wait and decision (``titan gates``); ``decision`` is None while undecided."""
+        return {
+            "gate_id": self.spec.id, "message": self.spec.hitl_message, "state": self.state.value,
+            "waiting_since": self.started_at, "deadline": self.due_at,
+            "decision": GATE_DECISIONS.get(self.state.value) if self.started_at is not None else None,
+            "decided_by": self.decided_by, "decided_at": self.finished_at if self.state.terminal else None,
+            "comment": self.comment, "depends_on": list(self.spec.depends_on),
         }
 
 

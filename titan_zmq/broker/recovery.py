@@ -158,6 +158,7 @@ STATE_TYPES: dict[str, tuple[type, ...]] = {
     "attempts": INT_OR_NONE, "failures": INT_OR_NONE, "worker": STR_OR_NONE, "exit_code": INT_OR_NONE,
     "error": STR_OR_NONE, "dispatched_at": NUMBER_OR_NONE, "started_at": NUMBER_OR_NONE,
     "finished_at": NUMBER_OR_NONE, "due_at": NUMBER_OR_NONE, "history": (list,),
+    "decided_by": STR_OR_NONE, "comment": STR_OR_NONE,
 }
 STATE_FIELDS = frozenset(JOB_STATE_FIELDS)
 META_TYPES: dict[str, tuple[type, ...]] = {

@@ -12,7 +12,8 @@ The rule: **state changes only through the event methods** (``submit``, ``add_jo
 its handlers read through the query methods (``run``, ``job``, ``recent_runs``, ``running_on``...)
 and never write a record or read ``runs`` directly; each check the scheduler makes lives here once
 (``check_new_jobs`` is the one DAG check for added jobs, called before their specs are stored).
-Ready queues and the dispatch choice are in :mod:`titan_zmq.broker.dispatch`; gates, services and
+Ready queues and the dispatch choice are in :mod:`titan_zmq.broker.dispatch`, the rules of approval gates
+in :mod:`titan_zmq.broker.gates`, the agent-run index in :mod:`titan_zmq.broker.agents`; services and
 schedules get modules of their own, with the scheduler delegating.
 """
 
@@ -23,14 +24,18 @@ import itertools
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from titan_zmq import defaults
 from titan_zmq.attempt import AttemptKey
+from titan_zmq.broker import agents
+from titan_zmq.broker.agents import AgentRuns
 from titan_zmq.broker.dispatch import Entry, ReadyQueues, WorkerSlots
+from titan_zmq.broker.gates import Gates, Hooks, Notice
 from titan_zmq.broker.records import JobRecord, RunOrder, RunRecord
 from titan_zmq.errors import InvalidRequest, NotFound
 from titan_zmq.jobspec import JobSpec, validate_dag
-from titan_zmq.states import JobState, RunState
+from titan_zmq.states import FAILED_JOB_STATES, JobState, RunState
 
 # ---- actions -------------------------------------------------------------------------------
 
@@ -73,7 +78,7 @@ class RunFinished:
     state: RunState
 
 
-Action = Journal | Dispatch | Kill | RunFinished
+Action = Journal | Dispatch | Kill | RunFinished | Notice
 
 
 def backoff(failures: int, base: float = defaults.RETRY_BACKOFF, cap: float = defaults.RETRY_BACKOFF_MAX) -> float:
@@ -94,6 +99,9 @@ class Scheduler:
         self._seq = itertools.count(1)
         self._worker_order = itertools.count(1)
         self._out: list[Action] = []
+        # approval gates (see .gates): their state changes go through the same paths as every job's
+        self.gates = Gates(Hooks(self._set, self._cascade, self._release_children, self._timer, self._emit))
+        self.agents = AgentRuns()  # agent run id -> its runs
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -169,6 +177,25 @@ class Scheduler:
     def queued_count(self) -> int:
         return sum(1 for r in self.runs.values() for j in r.jobs.values() if j.state is JobState.QUEUED)
 
+    def gates_list(self, run_id: str | None = None, limit: int = defaults.GATES_PAGE) -> list[dict[str, Any]]:
+        """Gates waiting for a decision, then decided ones (of one run, or of every run)."""
+        if run_id is not None:
+            self.run(run_id)  # NotFound
+        return self.gates.listing(self.runs, run_id, limit)
+
+    def gated_jobs(self, run_id: str) -> set[str]:
+        """Jobs of a run followed by the gate their hitl_message made (jobs added later wait for the gate)."""
+        return self.gates.gated(self.run(run_id))
+
+    def agent_runs(self, limit: int = defaults.AGENT_RUNS_PAGE) -> list[dict[str, Any]]:
+        """Every agent run (runs grouped by agent_run_id), the most recently active first."""
+        return self.agents.summaries(self.runs, limit)
+
+    def agent_run(self, agent_run_id: str, now: float) -> dict[str, Any]:
+        """One agent run with its stages in submission order; O(its runs)."""
+        stages = self.agents.stages(self.runs, agent_run_id)
+        return agents.detail(agent_run_id, stages, self.gates.pending, now)
+
     def check_new_jobs(self, run_id: str, jobs: list[JobSpec]) -> RunRecord:
         """The one check of jobs added to a running run (call before storing them): the run exists
         and is not finished, and the jobs form a valid DAG with the run's existing jobs."""
@@ -190,6 +217,7 @@ class Scheduler:
         run = RunRecord(run_id=run_id, name=name, agent_run_id=agent_run_id, created_at=now)
         self.runs[run_id] = run
         self.order.add(run_id)
+        self.agents.add(run)
         self._emit(Journal(run_id))
         self._add(run, jobs, now)
         return self._flush(now)
@@ -251,9 +279,11 @@ class Scheduler:
         for run in runs:
             self.runs[run.run_id] = run
             self.order.add(run.run_id)
+            self.agents.add(run)
             recs = sorted(run.jobs.values(), key=lambda r: r.seq)
+            self.gates.add(run.run_id, recs)
             run.open_jobs = sum(1 for r in recs if not r.state.terminal)
-            run.failed = sum(1 for r in recs if r.state in (JobState.DEAD, JobState.SKIPPED))
+            run.failed = sum(1 for r in recs if r.state in FAILED_JOB_STATES)
             run.cancelled = sum(1 for r in recs if r.state is JobState.CANCELLED)
             for rec in recs:
                 rec.seq = next(self._seq)
@@ -269,6 +299,8 @@ class Scheduler:
                     self._timer(rec)
                 elif rec.state is JobState.PENDING:
                     self._maybe_release(run, rec, now)
+                elif rec.state is JobState.AWAITING_APPROVAL:
+                    self.gates.restore(rec, now)
             if not run.state.terminal and run.open_jobs == 0:
                 self._finish_run(run, now)
         return self._flush(now)
@@ -293,8 +325,11 @@ class Scheduler:
 
     def discard_run(self, run_id: str) -> None:
         """Forget a run whose submission could not be journaled (its queue entries die lazily)."""
-        self.runs.pop(run_id, None)
+        run = self.runs.pop(run_id, None)
         self.order.remove(run_id)
+        self.gates.forget(run_id)
+        if run is not None:
+            self.agents.remove(run)
         for w in self.workers.values():
             w.running = {a for a in w.running if a[0] != run_id}
         self._out = [a for a in self._out if a.run_id != run_id]
@@ -311,6 +346,8 @@ class Scheduler:
             if run is not None and run.state.terminal:
                 del self.runs[run_id]
                 self.order.remove(run_id)
+                self.gates.forget(run_id)
+                self.agents.remove(run)
                 gone.append(run)
         return gone
 
@@ -349,8 +386,7 @@ class Scheduler:
         rec.error = error
         if exit_code == 0:
             self._set(run, rec, JobState.COMPLETED, now)
-            for child in rec.children:
-                self._maybe_release(run, run.jobs[child], now)
+            self._release_children(run, rec, now)
         else:
             rec.failures += 1
             if rec.failures <= rec.spec.retries and not permanent:
@@ -386,8 +422,14 @@ class Scheduler:
             self._finish_run(run, now, RunState.CANCELLED)
         return self._flush(now)
 
+    def decide_gate(self, run_id: str, job_id: str, approve: bool, by: str, comment: str | None,
+                    now: float) -> list[Action]:
+        """A human approves or rejects a waiting gate (GateNotPending if it is not waiting: see .gates)."""
+        self.gates.decide(self.run(run_id), self.job(run_id, job_id), approve, by, comment, now)
+        return self._flush(now)
+
     def tick(self, now: float) -> list[Action]:
-        """Release delayed jobs and retries whose time has come."""
+        """Release delayed jobs and retries whose time has come; end gates whose deadline passed."""
         while self.timers and self.timers[0][0] <= now:
             due, _, run_id, job_id = heapq.heappop(self.timers)
             run = self.runs.get(run_id)
@@ -397,12 +439,18 @@ class Scheduler:
             if rec.state in (JobState.DELAYED, JobState.FAILED):
                 rec.due_at = None
                 self._enqueue(run, rec, now)
+            elif rec.state is JobState.AWAITING_APPROVAL:
+                self.gates.expire(run, rec, now)
         return self._flush(now)
 
     # ---- internals ---------------------------------------------------------------------------
 
     def _emit(self, action: Action) -> None:
         self._out.append(action)
+
+    def _release_children(self, run: RunRecord, rec: JobRecord, now: float) -> None:
+        for child in rec.children:
+            self._maybe_release(run, run.jobs[child], now)
 
     def _flush(self, now: float) -> list[Action]:
         self._dispatch(now)
@@ -415,6 +463,7 @@ class Scheduler:
             run.jobs[spec.id] = rec
             run.open_jobs += 1
             self._emit(Journal(run.run_id, spec.id))
+        self.gates.add(run.run_id, (run.jobs[spec.id] for spec in jobs))
         for spec in jobs:
             for parent in spec.depends_on:
                 run.jobs[parent].children.append(spec.id)
@@ -426,7 +475,7 @@ class Scheduler:
         if rec.state is not JobState.PENDING:
             return
         parents = [run.jobs[p] for p in rec.spec.depends_on]
-        if any(p.state in (JobState.DEAD, JobState.SKIPPED) for p in parents):
+        if any(p.state in FAILED_JOB_STATES for p in parents):
             self._set(run, rec, JobState.SKIPPED, now)
             self._cascade(run, rec, JobState.SKIPPED, now)
         elif any(p.state is JobState.CANCELLED for p in parents):
@@ -445,6 +494,9 @@ class Scheduler:
         heapq.heappush(self.timers, (rec.due_at, next(self._seq), rec.run_id, rec.spec.id))
 
     def _enqueue(self, run: RunRecord, rec: JobRecord, now: float) -> None:
+        if rec.is_gate:  # a gate is ready: it waits for a human, never for a worker
+            self.gates.open(run, rec, now)
+            return
         rec.queue_seq = next(self._seq)
         entry: Entry = (-rec.spec.priority, rec.queue_seq, run.run_id, rec.spec.id)
         self.ready.push(entry, rec.spec.requirement, self._affinity_worker(run, rec))

@@ -23,12 +23,14 @@ from titan_zmq.broker import journal, recovery
 from titan_zmq.broker.api import ClientApi
 from titan_zmq.broker.assets import Assets
 from titan_zmq.broker.blobs import BlobCache
-from titan_zmq.broker.commit import GroupCommit
+from titan_zmq.broker.commit import GroupCommit, Held
+from titan_zmq.broker.gates import RUN_FINISHED, Notice
 from titan_zmq.broker.logs import LogStore
+from titan_zmq.broker.notify import Notifier
 from titan_zmq.broker.publisher import EventPublisher
 from titan_zmq.broker.registry import WorkerRegistry
 from titan_zmq.broker.retention import Policy, Retention
-from titan_zmq.broker.scheduler import Scheduler
+from titan_zmq.broker.scheduler import RunFinished, Scheduler
 from titan_zmq.broker.worker_link import WorkerLink
 from titan_zmq.errors import ErrorCode, ProtocolError, StoreUnavailable, TitanError
 from titan_zmq.protocol import Handler, Op, decode, encode, error, error_for
@@ -65,6 +67,7 @@ class Broker:
         retain: float | None = defaults.RETAIN_SECONDS,
         retain_runs: int | None = defaults.RETAIN_RUNS,
         max_log_bytes: int = defaults.MAX_LOG_BYTES,
+        notify_urls: list[str] | tuple[str, ...] = (),
     ):
         self.bind_addr, self.pub_addr = bind, pub
         self.data_dir = Path(data_dir)
@@ -76,6 +79,7 @@ class Broker:
         self.publisher = EventPublisher(self.ctx, pub)
         self.store = StoreClient(store, timeout=store_timeout)
         self.sched = Scheduler(retry_backoff=retry_backoff)
+        self.notifier = Notifier(notify_urls)
         self.registry = WorkerRegistry(heartbeat_interval, liveness)
         self.logs = LogStore(self.data_dir / "logs", max_bytes=max_log_bytes)
         self.interval = heartbeat_interval
@@ -91,7 +95,7 @@ class Broker:
         self.refusals = RefusalLog(log, self.counters)
         blobs = BlobCache(self.store)
         self.journal = GroupCommit(self.store, self.sched, self.publisher, self.counters, self.send,
-                                   deliver=lambda action: self.link.deliver(action),
+                                   deliver=self._deliver,
                                    finished=lambda run_id: self.retention.finished(run_id, time.time()))
         self.link = WorkerLink(self.sched, self.registry, self.journal, self.logs, self.publisher, blobs, self.send,
                                self.counters, hello=lambda: {"pub": self.pub_addr, "store": self.store.addr})
@@ -262,6 +266,19 @@ class Broker:
 
     # ---- effects ---------------------------------------------------------------------------
 
+    def _deliver(self, action: Held) -> None:
+        """What waited for a commit: notices go to the hook, the rest to the workers (a run's end to both)."""
+        if isinstance(action, Notice):
+            self.notifier.send(action.event)
+            return
+        self.link.deliver(action)
+        if isinstance(action, RunFinished) and self.notifier.senders:
+            run = self.sched.find_run(action.run_id)
+            if run is not None:
+                self.notifier.send({"event": RUN_FINISHED, "time": time.time(), "run_id": run.run_id,
+                                    "run_name": run.name, "agent_run_id": run.agent_run_id,
+                                    "state": run.state.value, "finished_at": run.finished_at})
+
     def send(self, identity: bytes, frame: bytes) -> bool:
         try:
             self.router.send_multipart([identity, frame], zmq.NOBLOCK)
@@ -283,6 +300,7 @@ class Broker:
             "uptime": time.time() - self.started_at, "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
             "pub": self.pub_addr, "insecure": bool(self.exposed), "exposed": self.exposed,
             "events_dropped": self.publisher.dropped, **self.counters, **self.logs.health(),
+            "gates_pending": states.get(JobState.AWAITING_APPROVAL.value, 0), **self.notifier.stats(),
         }
 
     def stop(self) -> None:
@@ -300,6 +318,7 @@ class Broker:
             self.journal.commit()
         except Exception:  # closing must not raise
             log.exception("final commit failed")
+        self.notifier.close()
         self.logs.close()
         self.store.close()
         self.router.close(0)

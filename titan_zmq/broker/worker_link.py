@@ -170,6 +170,9 @@ class WorkerLink:
         if rec is None:
             return  # overtaken while it waited for the journal (re-queued, cancelled): never send it
         body: dict[str, Any] = {**action.key.fields(), "spec": rec.spec.to_wire()}
+        run = self.sched.find_run(action.run_id)
+        if run is not None and run.agent_run_id:
+            body["agent_run_id"] = run.agent_run_id  # TITAN_AGENT_RUN_ID: runs the job submits join it
         project = rec.spec.project
         if project and project not in conn.blobs:
             data = self.blobs.get(project)

@@ -301,6 +301,9 @@ class WorkerAgent:
         if key in self.executor.attempts or key in self.outbox or key in self.preparing:
             return  # already running or done: a duplicate dispatch is not a second execution
         spec = b.get("spec", {})
+        agent = b.get("agent_run_id")
+        if isinstance(agent, str) and isinstance(spec, dict):  # the run's agent run, for TITAN_AGENT_RUN_ID
+            spec = {**spec, "env": {"TITAN_AGENT_RUN_ID": agent, **(spec.get("env") or {})}}
         data = b.get("project_data")
         self.preparing[key] = None
 

@@ -22,8 +22,18 @@ def stage(r: RunInfo, index: int, now: float) -> dcc.Link:
                  className="stage-head"),
         html.Div([w.badge(r.state), html.Span(w.run_duration(r.created_at, r.finished_at, now), className="muted")],
                  className="stage-foot"),
+        *gate_mark(r),
     ], className="stage", style={"borderTopColor": w.color(r.state)}, **w.data(run=r.run_id)),
         href=f"/runs/{r.run_id}", title=r.run_id, className="stage-link")
+
+
+def gate_mark(r: RunInfo) -> list[Any]:
+    """A stage with gates waiting for a decision says so (and links to the Gates page)."""
+    waiting = r.counts.get("AWAITING_APPROVAL", 0)
+    if not waiting:
+        return []
+    return [html.Div(f"⏸ {waiting} gate{'s' if waiting != 1 else ''} waiting", className="stage-gate",
+                     style={"color": w.color("AWAITING_APPROVAL")}, **w.data(gates_pending=waiting))]
 
 
 def group(agent_run_id: str, runs: list[RunInfo], now: float) -> html.Div:
