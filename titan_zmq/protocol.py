@@ -54,6 +54,10 @@ class Op(IntEnum):
     LIST_RUNS = 0x25  # client -> broker: known runs, newest first
     DISCONNECT = 0x26  # worker -> broker: leaving cleanly
     RUN_FINISHED = 0x27  # broker -> workers: a run ended; its directories on the worker's host can go
+    SERVICE_READY = 0x40  # worker -> broker: a service's health check passed (its host, port, pid)
+    LIST_SERVICES = 0x41  # client -> broker: every known service with its state and address
+    STOP_SERVICE = 0x42  # client -> broker: stop a service for good (SIGTERM, SIGKILL after stop_grace)
+    RESTART_SERVICE = 0x43  # client -> broker: restart a live service now
     ACK = 0x50  # generic positive reply
     ERROR = 0x51  # generic error reply: {"code", "message"}
     DATA = 0x52  # generic reply carrying data

@@ -16,13 +16,22 @@ class JobState(StrEnum):
     CANCELLED = "CANCELLED"  # cancelled by a user (directly or through an ancestor)
     SKIPPED = "SKIPPED"  # an upstream job died or was cancelled, so this one never ran
     AWAITING_APPROVAL = "AWAITING_APPROVAL"  # held at a human approval gate
+    # services (type: service); a service that crash-loops ends FAILED, which is then final (see JobRecord.terminal)
+    STARTING = "STARTING"  # a service's process was dispatched or started; its health check has not passed yet
+    READY = "READY"  # a service's health check passed (its children may start)
+    RESTARTING = "RESTARTING"  # a service's process exited; it starts again after its backoff
+    STOPPED = "STOPPED"  # a service stopped on purpose (titan stop); never restarted
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_JOB_STATES
 
 
-TERMINAL_JOB_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.SKIPPED})
+TERMINAL_JOB_STATES = frozenset({
+    JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.SKIPPED, JobState.STOPPED,
+})
+# an attempt holds a worker slot and has a process (or is about to): a job RUNNING, a service STARTING or READY
+ACTIVE_JOB_STATES = frozenset({JobState.RUNNING, JobState.STARTING, JobState.READY})
 
 
 class RunState(StrEnum):

@@ -14,6 +14,7 @@ from titan_zmq.states import JobState, RunState
 JOB_STATE_FIELDS = (
     "state", "attempts", "failures", "worker", "exit_code", "error",
     "dispatched_at", "started_at", "finished_at", "due_at", "log_truncated", "log_incomplete", "history",
+    "service", "restarts",
 )
 # An earlier attempt, as journaled in ``history``: [attempt, worker, dispatched_at, started_at, finished_at,
 # exit_code, error, outcome] (a list: most jobs have none, and those that do keep the journal small).
@@ -21,6 +22,7 @@ ATTEMPT_FIELDS = ("attempt", "worker", "dispatched_at", "started_at", "finished_
 MAX_HISTORY = 50  # earlier attempts kept per job (the oldest go first); `attempts` still counts them all
 
 LOG_FLAGS = ("log_truncated", "log_incomplete")
+OPTIONAL_FIELDS = (*LOG_FLAGS, "history", "service", "restarts")  # journaled only once set
 
 
 @dataclass(slots=True, eq=False)
@@ -43,13 +45,15 @@ class JobRecord:
     log_truncated: bool = False  # its log passed the broker's --max-log-bytes: later lines were dropped
     log_incomplete: bool = False  # the broker could not write some of its lines (a full disk)
     history: list[list[Any]] = field(default_factory=list)  # earlier attempts (ATTEMPT_FIELDS), oldest first
+    service: dict[str, Any] | None = None  # a READY service's address: host, port, pid, ready_at (services.py)
+    restarts: int = 0  # a service's restarts after an exit (titan restart and re-placements not counted)
     queue_seq: int = 0  # FIFO order among equal priorities; identifies the live queue entry
     children: list[str] = field(default_factory=list)
 
     def state_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in JOB_STATE_FIELDS}
         out["state"] = self.state.value
-        for flag in (*LOG_FLAGS, "history"):
+        for flag in OPTIONAL_FIELDS:
             if not out[flag]:
                 del out[flag]
         return out
@@ -63,6 +67,12 @@ class JobRecord:
         self.history.append([self.attempts, self.worker, self.dispatched_at, self.started_at, finished,
                              self.exit_code, self.error, outcome])
         del self.history[:-MAX_HISTORY]
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job is over: a terminal state, or FAILED for a service (a crash loop is final,
+        where a job's FAILED waits for its retry)."""
+        return self.state.terminal or (self.state is JobState.FAILED and self.spec.type == "service")
 
     def attempts_log(self) -> list[dict[str, Any]]:
         """Every attempt, oldest first, the current one last: who ran it, when, and how it ended."""
@@ -89,6 +99,8 @@ class JobRecord:
             "log_truncated": self.log_truncated,
             "log_incomplete": self.log_incomplete,
             "attempts_log": self.attempts_log(),
+            **({"type": "service", "service": self.service, "restarts": self.restarts}
+               if self.spec.type == "service" else {}),
         }
 
 
