@@ -224,7 +224,7 @@ class Supervisor:
         for w in self.watches.values():
             if w.done:
                 continue
-            times.append(w.next_check if w.pending is None else max(w.next_check, now + self.interval))
+            times.append(w.next_check if w.pending is None else now + self.interval)
             if w.deadline is not None:
                 times.append(w.deadline)
         return min(times) if times else None
