@@ -163,7 +163,7 @@ class ClientApi:
         total = self.logs.count(run_id, job_id)
         return reply(msg, {
             "lines": lines, "next": nxt, "total": total, "state": rec.state.value,
-            "done": rec.state.terminal and nxt >= total,
+            "done": rec.terminal and nxt >= total,
         }, Op.DATA)
 
     def on_stats(self, identity: bytes, msg: Message) -> bytes:
