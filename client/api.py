@@ -270,6 +270,23 @@ class TitanClient:
         """Broker counters: workers, runs, jobs by state, bad frames, store health, RSS."""
         return self._call(Op.STATS)
 
+    # ---- services ------------------------------------------------------------------------------
+
+    def services(self, include_finished: bool = True) -> list[dict[str, Any]]:
+        """Every known service: id (``RUN/JOB``), run_id, job_id, worker, host, port, state, restarts,
+        uptime (seconds READY), address (``host:port`` while READY), pid, exit_code, error, and
+        ``log_tail`` for a FAILED one. ``include_finished=False`` leaves out services of finished runs."""
+        return list(self._call(Op.LIST_SERVICES, {"all": include_finished})["services"])
+
+    def stop_service(self, service_id: str) -> dict[str, Any]:
+        """Stop a service for good (STOPPED, never restarted): SIGTERM to its process group, SIGKILL after
+        its ``stop_grace``. ``service_id`` is ``RUN/JOB`` or a job id only one live service has."""
+        return self._call(Op.STOP_SERVICE, {"service": service_id})
+
+    def restart_service(self, service_id: str) -> dict[str, Any]:
+        """Restart a live service now (stopped gracefully, started again at once; not counted as a crash)."""
+        return self._call(Op.RESTART_SERVICE, {"service": service_id})
+
     def _event_socket(self) -> sockets.Socket:
         """One SUB socket kept for the client's life, so waiting on a run costs no new connection."""
         if self._events is None:

@@ -267,10 +267,14 @@ def workers(broker: str, as_json: bool) -> None:
 
 @command(main)
 @click.argument("run_id")
-@click.argument("job_id")
+@click.argument("job_id", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing live lines until the job ends.")
-def logs(broker: str, run_id: str, job_id: str, follow: bool) -> None:
-    """Every line a job printed (all attempts, in order)."""
+def logs(broker: str, run_id: str, job_id: str | None, follow: bool) -> None:
+    """Every line a job printed (all attempts, in order). A service: RUN JOB, or its id RUN/JOB."""
+    if job_id is None:
+        if "/" not in run_id:
+            raise click.UsageError("give RUN_ID JOB_ID, or a service id RUN/JOB")
+        run_id, job_id = run_id.split("/", 1)
     with TitanClient(broker) as c:
         if follow:
             for rec in c.follow_logs(run_id, job_id):
@@ -387,6 +391,48 @@ def agent_run(broker: str, agent_run_id: str, as_json: bool) -> None:
     for st in doc["stages"]:
         waiting = f"  gates waiting: {' '.join(st['gates_pending'])}" if st["gates_pending"] else ""
         click.echo(f"  {st['stage']:>3}. {st['run_id']:<48} {st['state']:<10} {_secs(st['duration']):>8}{waiting}")
+
+
+# ---- services ------------------------------------------------------------------------------------
+
+
+@command(main)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--all/--live", "all_", default=True, show_default=True,
+              help="Also services of finished runs (--live: only runs still running).")
+def services(broker: str, as_json: bool, all_: bool) -> None:
+    """Services: id, worker, host, port, state, restarts, uptime, address."""
+    with TitanClient(broker) as c:
+        items = c.services(include_finished=all_)
+    if as_json:
+        emit_json(items)
+        return
+    click.echo(f"{'ID':<56} {'WORKER':<24} {'HOST':<16} {'PORT':>5} {'STATE':<10} {'RST':>3} {'UPTIME':>7}  ADDRESS")
+    for s in items:
+        click.echo(f"{s['id']:<56} {s.get('worker') or '-':<24} {s.get('host') or '-':<16} {s.get('port') or '-':>5}"
+                   f" {s['state']:<10} {s['restarts']:>3} {_secs(s.get('uptime')):>7}  {s.get('address') or '-'}")
+        if s.get("error"):
+            click.echo(f"    {s['error']}")
+        for line in s.get("log_tail") or []:
+            click.echo(f"    | {line}")
+
+
+@command(main, "stop")
+@click.argument("service_id")
+def stop_cmd(broker: str, service_id: str) -> None:
+    """Stop a service for good: SIGTERM to its process group, SIGKILL after its stop_grace."""
+    with TitanClient(broker) as c:
+        out = c.stop_service(service_id)
+    click.echo(f"service {out['id']} {out['state']} (SIGTERM now, SIGKILL after {out['stop_grace']:g}s)")
+
+
+@command(main, "restart")
+@click.argument("service_id")
+def restart_cmd(broker: str, service_id: str) -> None:
+    """Restart a live service now (not counted as a crash)."""
+    with TitanClient(broker) as c:
+        out = c.restart_service(service_id)
+    click.echo(f"service {out['id']} restarting")
 
 
 @command(main)

@@ -50,7 +50,15 @@ class McpJob(BaseModel):
     affinity: bool | None = Field(None, description="Run on the worker that ran the first parent.")
     retries: int | None = Field(None, description="Retries after a failed attempt (default 3).")
     timeout: float | None = Field(None, description="Seconds before the attempt is killed.")
-    port: int | None = Field(None, description="The port a service listens on.")
+    port: int | None = Field(None, description=(
+        "Service: the port it listens on (given as $PORT); 0 or absent: the worker picks a free one."))
+    restart: str | None = Field(None, description="Service: always, on-failure (default) or never.")
+    max_restarts: int | None = Field(None, description=(
+        "Service: more exits than this within restart_window and it ends FAILED (default 5)."))
+    restart_window: float | None = Field(None, description="Service: seconds exits are counted over (default 60).")
+    health: str | dict[str, Any] | None = Field(None, description=(
+        "Service: READY when this passes: tcp (default), none, {http: /path} (2xx), {command: [argv]} (exit 0)."))
+    stop_grace: float | None = Field(None, description="Service: seconds between SIGTERM and SIGKILL (default 10).")
     hitl_message: str | None = Field(None, description=(
         "Approval gate: a human must approve this question before the job's children run."))
     max_wait_seconds: float | None = Field(None, description="Approval gate: seconds to wait for the answer.")

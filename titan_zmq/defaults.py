@@ -104,3 +104,13 @@ NOTIFY_TIMEOUT = 5.0  # seconds one POST may take
 NOTIFY_BACKOFF = 0.5  # seconds before the first retry of a failed POST (doubles each time)...
 NOTIFY_BACKOFF_MAX = 8.0  # ...up to this
 NOTIFY_WINDOW = 3600.0  # an event not delivered within this many seconds of its creation is dropped
+
+# Services (type: service): a supervised process with a port, a health check and a restart policy.
+SERVICE_RESTART = "on-failure"  # restart policy unless a service says: always | on-failure | never
+SERVICE_MAX_RESTARTS = 5  # more exits than this within restart_window: the service ends FAILED (a crash loop)
+SERVICE_RESTART_WINDOW = 60.0  # seconds over which exits are counted for the crash-loop rule
+SERVICE_STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL when a service is stopped
+SERVICE_BACKOFF = 1.0  # seconds before the first restart; doubles with each exit in the window...
+SERVICE_BACKOFF_MAX = 60.0  # ...up to this
+HEALTH_INTERVAL = 0.1  # seconds between health checks while a service is STARTING
+HEALTH_TIMEOUT = 1.0  # seconds one health check may take (connect, HTTP answer, command)

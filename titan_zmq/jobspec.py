@@ -135,6 +135,29 @@ def _if_str(convert: Callable[[str], Any]) -> Callable[[Any], Any]:
     return lambda v: convert(v) if isinstance(v, str) else v
 
 
+RESTART_POLICIES = ("always", "on-failure", "never")
+
+
+def _health(v: Any) -> bool:
+    """tcp | none | {http: "/path"} | {command: argv list or string}."""
+    if v in ("tcp", "none"):
+        return True
+    if not isinstance(v, dict) or len(v) != 1:
+        return False
+    kind, arg = next(iter(v.items()))
+    if kind == "http":
+        return _text(defaults.MAX_PATH_CHARS)(arg) and arg.startswith("/")
+    if kind == "command":
+        return (isinstance(arg, str) and arg.strip() != "") or (_str_list(arg) and len(arg) > 0 and arg[0] != "")
+    return False
+
+
+def _health_normal(v: Any) -> Any:
+    if isinstance(v, dict) and isinstance(v.get("command"), str):
+        return {"command": split_args(v["command"])}
+    return v
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One job as every part of titan-zmq sees it; the field list is the job schema (module docstring)."""
@@ -191,8 +214,26 @@ class JobSpec:
         _optional(_seconds(positive=True)), f"positive number of seconds, at most {defaults.MAX_SECONDS}",
         "seconds; the whole process group is killed after it", example=1.5))
     port: int | None = field(default=None, metadata=rule(
-        _optional(lambda v: _int(v) and 0 < v < 65536), "port number", "the port a service listens on",
+        _optional(lambda v: _int(v) and 0 <= v < 65536), "port number (0: the worker picks a free one)",
+        "service: the port it listens on (given as PORT); 0 or absent: the worker picks a free one",
         example=8080))
+    restart: str = field(default=defaults.SERVICE_RESTART, metadata=rule(
+        lambda v: v in RESTART_POLICIES, "one of always, on-failure, never",
+        "service: restart after an exit: always | on-failure (non-zero exit) | never", example="always"))
+    max_restarts: int = field(default=defaults.SERVICE_MAX_RESTARTS, metadata=rule(
+        _int_in(0, defaults.MAX_RETRIES), f"non-negative integer, at most {defaults.MAX_RETRIES}",
+        "service: more exits than this within restart_window and it ends FAILED (a crash loop)", example=2))
+    restart_window: float = field(default=defaults.SERVICE_RESTART_WINDOW, metadata=rule(
+        _seconds(positive=True), f"positive number of seconds, at most {defaults.MAX_SECONDS}",
+        "service: seconds over which exits count towards max_restarts", example=30.0, normalise=float))
+    health: str | dict[str, Any] | None = field(default=None, metadata=rule(
+        _optional(_health), "tcp, none, {http: /path} or {command: [argv...]}",
+        "service: READY when this passes: tcp (connects to the port; the default), {http: /path} (2xx),"
+        " {command: [...]} (exit 0), none (once started)",
+        example={"http": "/health"}, normalise=_health_normal))
+    stop_grace: float = field(default=defaults.SERVICE_STOP_GRACE, metadata=rule(
+        _seconds(), f"non-negative number of seconds, at most {defaults.MAX_SECONDS}",
+        "service: seconds between SIGTERM and SIGKILL when it is stopped", example=2.0, normalise=float))
     hitl_message: str | None = field(default=None, metadata=rule(
         _optional(_text(defaults.MAX_TEXT_CHARS)), f"non-empty string of at most {defaults.MAX_TEXT_CHARS} characters",
         "approval gate: the question put to a human (on a run job: a gate hitl-gate-<id> follows it)",

@@ -58,6 +58,10 @@ class Op(IntEnum):
     DECIDE_GATE = 0x29  # client -> broker: approve or reject a waiting gate (replied to once journaled)
     LIST_AGENT_RUNS = 0x2A  # client -> broker: agent runs (runs grouped by agent_run_id)
     GET_AGENT_RUN = 0x2B  # client -> broker: one agent run and its stages
+    SERVICE_READY = 0x40  # worker -> broker: a service's health check passed (its host, port, pid)
+    LIST_SERVICES = 0x41  # client -> broker: every known service with its state and address
+    STOP_SERVICE = 0x42  # client -> broker: stop a service for good (SIGTERM, SIGKILL after stop_grace)
+    RESTART_SERVICE = 0x43  # client -> broker: restart a live service now
     ACK = 0x50  # generic positive reply
     ERROR = 0x51  # generic error reply: {"code", "message"}
     DATA = 0x52  # generic reply carrying data

@@ -18,6 +18,11 @@ class JobState(StrEnum):
     AWAITING_APPROVAL = "AWAITING_APPROVAL"  # a gate waiting for a human decision (holds no worker slot)
     REJECTED = "REJECTED"  # a gate a human refused: never retried, its downstream SKIPPED
     TIMED_OUT = "TIMED_OUT"  # a gate nobody decided before its deadline: as REJECTED
+    # services (type: service); a service that crash-loops ends FAILED, which is then final (see JobRecord.terminal)
+    STARTING = "STARTING"  # a service's process was dispatched or started; its health check has not passed yet
+    READY = "READY"  # a service's health check passed (its children may start)
+    RESTARTING = "RESTARTING"  # a service's process exited; it starts again after its backoff
+    STOPPED = "STOPPED"  # a service stopped on purpose (titan stop); never restarted
 
     @property
     def terminal(self) -> bool:
@@ -25,9 +30,11 @@ class JobState(StrEnum):
 
 
 TERMINAL_JOB_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.SKIPPED,
-                                 JobState.REJECTED, JobState.TIMED_OUT})
+                                 JobState.REJECTED, JobState.TIMED_OUT, JobState.STOPPED})
 # ends that fail the run and skip the job's downstream (CANCELLED cancels it instead)
 FAILED_JOB_STATES = frozenset({JobState.DEAD, JobState.SKIPPED, JobState.REJECTED, JobState.TIMED_OUT})
+# an attempt holds a worker slot and has a process (or is about to): a job RUNNING, a service STARTING or READY
+ACTIVE_JOB_STATES = frozenset({JobState.RUNNING, JobState.STARTING, JobState.READY})
 
 
 class RunState(StrEnum):

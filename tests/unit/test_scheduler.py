@@ -67,7 +67,7 @@ class Harness:
         for w in s.workers.values():
             assert 0 <= len(w.running) <= w.slots, f"{w.name} runs {len(w.running)} > {w.slots} slots"
         for run in s.runs.values():
-            open_jobs = [r for r in run.jobs.values() if not r.state.terminal]
+            open_jobs = [r for r in run.jobs.values() if not r.terminal]
             assert run.open_jobs == len(open_jobs)
             assert run.state.terminal == (not open_jobs), (run.state, [r.state for r in open_jobs])
             for rec in run.jobs.values():

@@ -25,7 +25,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 class GraceSpec(JobSpec):
     """The real schema plus one field, declared as a new field would be: one definition, nothing else."""
 
-    stop_grace: float = field(default=5.0, metadata=rule(
+    kill_grace: float = field(default=5.0, metadata=rule(
         lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, "non-negative number",
         "seconds between SIGTERM and SIGKILL", example=2.0, normalise=float))
 
@@ -108,31 +108,31 @@ def test_readme_yaml_reference_is_a_valid_pipeline() -> None:
 
 
 def test_new_field_in_yaml(tmp_path: Path) -> None:
-    bad = write_yaml(tmp_path, "{id: a, command: [echo], stop_grace: soon}")
+    bad = write_yaml(tmp_path, "{id: a, command: [echo], kill_grace: soon}")
     with pytest.raises(PipelineError) as info:
         load(bad, GraceSpec)
-    assert "jobs[0].stop_grace: expected non-negative number, got 'soon'" in str(info.value)
-    good = write_yaml(tmp_path, "{id: a, command: [echo], stop_grace: 2}")
-    assert load(good, GraceSpec).jobs[0]["stop_grace"] == 2.0
-    with pytest.raises(PipelineError, match=r"jobs\[0\].stop_grace: unknown field"):
+    assert "jobs[0].kill_grace: expected non-negative number, got 'soon'" in str(info.value)
+    good = write_yaml(tmp_path, "{id: a, command: [echo], kill_grace: 2}")
+    assert load(good, GraceSpec).jobs[0]["kill_grace"] == 2.0
+    with pytest.raises(PipelineError, match=r"jobs\[0\].kill_grace: unknown field"):
         load(good)  # the real schema is untouched
 
 
 def test_new_field_in_the_client() -> None:
-    wire = GraceJob("a", command=["true"], stop_grace=2).to_wire()
-    assert wire["stop_grace"] == 2.0 and parse_job(wire, spec=GraceSpec) == GraceSpec("a", command=["true"], stop_grace=2.0)
-    assert GraceJob("a", command=["true"]).to_wire()["stop_grace"] == 5.0
-    msg = invalid(GraceJob("a", command=["true"], stop_grace=-1).to_wire)
-    assert msg.startswith("job.stop_grace: expected non-negative number"), msg
-    assert invalid(TitanJob, "a", command=["true"], stop_grace=2) == "job.stop_grace: unknown field"
+    wire = GraceJob("a", command=["true"], kill_grace=2).to_wire()
+    assert wire["kill_grace"] == 2.0 and parse_job(wire, spec=GraceSpec) == GraceSpec("a", command=["true"], kill_grace=2.0)
+    assert GraceJob("a", command=["true"]).to_wire()["kill_grace"] == 5.0
+    msg = invalid(GraceJob("a", command=["true"], kill_grace=-1).to_wire)
+    assert msg.startswith("job.kill_grace: expected non-negative number"), msg
+    assert invalid(TitanJob, "a", command=["true"], kill_grace=2) == "job.kill_grace: unknown field"
 
 
 def test_new_field_round_trips_on_the_wire() -> None:
-    spec = parse_job({"id": "a", "command": "true", "stop_grace": 1}, spec=GraceSpec)
-    assert isinstance(spec, GraceSpec) and spec.stop_grace == 1.0
-    assert spec.to_wire()["stop_grace"] == 1.0
+    spec = parse_job({"id": "a", "command": "true", "kill_grace": 1}, spec=GraceSpec)
+    assert isinstance(spec, GraceSpec) and spec.kill_grace == 1.0
+    assert spec.to_wire()["kill_grace"] == 1.0
     assert parse_job(spec.to_wire(), spec=GraceSpec) == spec
-    assert invalid(parse_job, spec.to_wire()) == "job.stop_grace: unknown field"
+    assert invalid(parse_job, spec.to_wire()) == "job.kill_grace: unknown field"
 
 
 # ---- TitanJob keeps the SDK's constructor and checks before sending ------------------------------------
@@ -147,6 +147,8 @@ def test_titan_job_sdk_names_become_wire_names(tmp_path: Path) -> None:
         "id": "train", "file": "train.py", "script": b"print(1)\n", "args": ["--n", "3"], "env": {"K": "v"},
         "type": "service", "requirement": "GPU", "priority": 2, "delay": 1.0, "depends_on": ["prep"],
         "affinity": False, "retries": defaults.RETRIES, "port": 8080,
+        "restart": defaults.SERVICE_RESTART, "max_restarts": defaults.SERVICE_MAX_RESTARTS,
+        "restart_window": defaults.SERVICE_RESTART_WINDOW, "stop_grace": defaults.SERVICE_STOP_GRACE,
     }
 
 

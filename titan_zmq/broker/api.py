@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from titan_zmq import defaults, keys
-from titan_zmq.broker import journal
+from titan_zmq.broker import journal, services
 from titan_zmq.broker.assets import Assets
 from titan_zmq.broker.blobs import BlobCache
 from titan_zmq.broker.commit import GroupCommit
@@ -75,6 +75,9 @@ class ClientApi:
             Op.DECIDE_GATE: self.on_decide_gate,
             Op.LIST_AGENT_RUNS: self.on_list_agent_runs,
             Op.GET_AGENT_RUN: self.on_get_agent_run,
+            Op.LIST_SERVICES: self.on_list_services,
+            Op.STOP_SERVICE: self.on_stop_service,
+            Op.RESTART_SERVICE: self.on_restart_service,
         }
         for op in KV_OPS:
             table[op] = self.on_kv
@@ -164,7 +167,7 @@ class ClientApi:
         total = self.logs.count(run_id, job_id)
         return reply(msg, {
             "lines": lines, "next": nxt, "total": total, "state": rec.state.value,
-            "done": rec.state.terminal and nxt >= total,
+            "done": rec.terminal and nxt >= total,
         }, Op.DATA)
 
     def on_list_gates(self, identity: bytes, msg: Message) -> bytes:
@@ -213,6 +216,42 @@ class ClientApi:
                                    " once the store is back)")
         rec = self.sched.job(run_id, gate_id)
         return reply(msg, {"run_id": run_id, "run_state": self.sched.run(run_id).state.value, **rec.gate_view()})
+
+    # ---- services ------------------------------------------------------------------------------
+
+    def on_list_services(self, identity: bytes, msg: Message) -> bytes:
+        """Every known service (``all``: false leaves out those whose run has finished); a FAILED one
+        carries the tail of its log."""
+        now = time.time()
+        everything = msg.field("all", bool, True)
+        out = []
+        for rec in self.sched.services():
+            if not everything and self.sched.run(rec.run_id).state.terminal:
+                continue
+            conn = self.registry.by_name.get(rec.worker) if rec.worker else None
+            row = services.view(rec, conn.host if conn else None, now)
+            if rec.terminal and rec.state.value == "FAILED":
+                row["log_tail"] = self._log_tail(rec.run_id, rec.spec.id)
+            out.append(row)
+        return reply(msg, {"services": out}, Op.DATA)
+
+    def _log_tail(self, run_id: str, job_id: str, lines: int = 20) -> list[str]:
+        total = self.logs.count(run_id, job_id)
+        return [str(line[3]) for line in self.logs.read(run_id, job_id, max(0, total - lines), lines)]
+
+    def on_stop_service(self, identity: bytes, msg: Message) -> bytes:
+        return self._service_change(msg, self.sched.stop_service)
+
+    def on_restart_service(self, identity: bytes, msg: Message) -> bytes:
+        return self._service_change(msg, self.sched.restart_service)
+
+    def _service_change(self, msg: Message, change: Callable[[str, str, float], list[Any]]) -> bytes:
+        rec = services.resolve(msg.field("service", str), self.sched.services())
+        self.journal.apply(change(rec.run_id, rec.spec.id, time.time()))
+        if not self.journal.commit():
+            raise StoreUnavailable("store unavailable: the change is applied but not yet persisted")
+        return reply(msg, {"id": services.service_id(rec.run_id, rec.spec.id), "state": rec.state.value,
+                           "stop_grace": rec.spec.stop_grace})
 
     def on_kv(self, identity: bytes, msg: Message) -> bytes:
         """The shared KV and sets, passed on to the store (which refuses writes to the journal's keys)."""

@@ -16,9 +16,10 @@ from titan_zmq.states import JobState, RunState
 JOB_STATE_FIELDS = (
     "state", "attempts", "failures", "worker", "exit_code", "error",
     "dispatched_at", "started_at", "finished_at", "due_at", "log_truncated", "log_incomplete", "history",
-    "decided_by", "comment",
+    "decided_by", "comment", "service", "restarts",
 )
-OPTIONAL_FIELDS = ("log_truncated", "log_incomplete", "history", "decided_by", "comment")  # left out unless set
+OPTIONAL_FIELDS = ("log_truncated", "log_incomplete", "history", "decided_by", "comment", "service",
+                   "restarts")  # left out unless set
 # An earlier attempt, as journaled in ``history``: [attempt, worker, dispatched_at, started_at, finished_at,
 # exit_code, error, outcome] (a list: most jobs have none, and those that do keep the journal small).
 ATTEMPT_FIELDS = ("attempt", "worker", "dispatched_at", "started_at", "finished_at", "exit_code", "error", "outcome")
@@ -52,6 +53,8 @@ class JobRecord:
     history: list[list[Any]] = field(default_factory=list)  # earlier attempts (ATTEMPT_FIELDS), oldest first
     decided_by: str | None = None  # a gate: who approved or rejected it
     comment: str | None = None  # a gate: the approval's comment, the rejection's reason, or why it timed out
+    service: dict[str, Any] | None = None  # a READY service's address: host, port, pid, ready_at (services.py)
+    restarts: int = 0  # a service's restarts after an exit (titan restart and re-placements not counted)
     queue_seq: int = 0  # FIFO order among equal priorities; identifies the live queue entry
     children: list[str] = field(default_factory=list)
 
@@ -72,6 +75,12 @@ class JobRecord:
         self.history.append([self.attempts, self.worker, self.dispatched_at, self.started_at, finished,
                              self.exit_code, self.error, outcome])
         del self.history[:-MAX_HISTORY]
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job is over: a terminal state, or FAILED for a service (a crash loop is final,
+        where a job's FAILED waits for its retry)."""
+        return self.state.terminal or (self.state is JobState.FAILED and self.spec.type == "service")
 
     def attempts_log(self) -> list[dict[str, Any]]:
         """Every attempt, oldest first, the current one last: who ran it, when, and how it ended."""

@@ -158,7 +158,7 @@ STATE_TYPES: dict[str, tuple[type, ...]] = {
     "attempts": INT_OR_NONE, "failures": INT_OR_NONE, "worker": STR_OR_NONE, "exit_code": INT_OR_NONE,
     "error": STR_OR_NONE, "dispatched_at": NUMBER_OR_NONE, "started_at": NUMBER_OR_NONE,
     "finished_at": NUMBER_OR_NONE, "due_at": NUMBER_OR_NONE, "history": (list,),
-    "decided_by": STR_OR_NONE, "comment": STR_OR_NONE,
+    "decided_by": STR_OR_NONE, "comment": STR_OR_NONE, "service": (dict, type(None)), "restarts": INT_OR_NONE,
 }
 STATE_FIELDS = frozenset(JOB_STATE_FIELDS)
 META_TYPES: dict[str, tuple[type, ...]] = {
@@ -238,6 +238,6 @@ def _stitch(run_id: str, run: _Run) -> RunRecord | None:
                 if name in STATE_FIELDS:
                     setattr(rec, name, value)
             rec.state = JobState(state.get("state") or "PENDING")
-            rec.attempts, rec.failures = rec.attempts or 0, rec.failures or 0
+            rec.attempts, rec.failures, rec.restarts = rec.attempts or 0, rec.failures or 0, rec.restarts or 0
         record.jobs[spec.id] = rec
     return record

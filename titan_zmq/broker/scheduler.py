@@ -28,14 +28,14 @@ from typing import Any
 
 from titan_zmq import defaults
 from titan_zmq.attempt import AttemptKey
-from titan_zmq.broker import agents
+from titan_zmq.broker import agents, services
 from titan_zmq.broker.agents import AgentRuns
 from titan_zmq.broker.dispatch import Entry, ReadyQueues, WorkerSlots
 from titan_zmq.broker.gates import Gates, Hooks, Notice
 from titan_zmq.broker.records import JobRecord, RunOrder, RunRecord
 from titan_zmq.errors import InvalidRequest, NotFound
 from titan_zmq.jobspec import JobSpec, validate_dag
-from titan_zmq.states import FAILED_JOB_STATES, JobState, RunState
+from titan_zmq.states import ACTIVE_JOB_STATES, FAILED_JOB_STATES, JobState, RunState
 
 # ---- actions -------------------------------------------------------------------------------
 
@@ -81,6 +81,9 @@ class RunFinished:
 Action = Journal | Dispatch | Kill | RunFinished | Notice
 
 
+WAITING = (JobState.DELAYED, JobState.FAILED, JobState.RESTARTING)  # states with a due time (a timer)
+
+
 def backoff(failures: int, base: float = defaults.RETRY_BACKOFF, cap: float = defaults.RETRY_BACKOFF_MAX) -> float:
     """Seconds to wait before the retry that follows the ``failures``-th failure."""
     return float(min(cap, base * (2 ** max(0, failures - 1))))
@@ -102,6 +105,8 @@ class Scheduler:
         # approval gates (see .gates): their state changes go through the same paths as every job's
         self.gates = Gates(Hooks(self._set, self._cascade, self._release_children, self._timer, self._emit))
         self.agents = AgentRuns()  # agent run id -> its runs
+        self.service_keys: dict[tuple[str, str], None] = {}  # (run, job) of every known service, oldest first
+        self._restart_now: set[AttemptKey] = set()  # service attempts killed by `titan restart` (restart at once)
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -196,6 +201,18 @@ class Scheduler:
         stages = self.agents.stages(self.runs, agent_run_id)
         return agents.detail(agent_run_id, stages, self.gates.pending, now)
 
+    def services(self) -> list[JobRecord]:
+        """Every known service's record, oldest first (see :mod:`.services`)."""
+        out = []
+        for run_id, job_id in list(self.service_keys):
+            run = self.runs.get(run_id)
+            rec = run.jobs.get(job_id) if run else None
+            if rec is None:
+                del self.service_keys[run_id, job_id]  # its run left (retention) or was discarded
+            else:
+                out.append(rec)
+        return out
+
     def check_new_jobs(self, run_id: str, jobs: list[JobSpec]) -> RunRecord:
         """The one check of jobs added to a running run (call before storing them): the run exists
         and is not finished, and the jobs form a valid DAG with the run's existing jobs."""
@@ -264,7 +281,7 @@ class Scheduler:
                 continue
             for rec in run.jobs.values():
                 key = AttemptKey(run.run_id, rec.spec.id, rec.attempts)
-                if rec.state is JobState.RUNNING and rec.worker == name and (
+                if rec.state in ACTIVE_JOB_STATES and rec.worker == name and (
                         key not in known or (key in reported and key not in w.running)):
                     self._requeue(run, rec, now, "LOST")
         return self._flush(now)
@@ -282,34 +299,42 @@ class Scheduler:
             self.agents.add(run)
             recs = sorted(run.jobs.values(), key=lambda r: r.seq)
             self.gates.add(run.run_id, recs)
-            run.open_jobs = sum(1 for r in recs if not r.state.terminal)
-            run.failed = sum(1 for r in recs if r.state in FAILED_JOB_STATES)
+            run.open_jobs = sum(1 for r in recs if not r.terminal)
+            run.failed = sum(1 for r in recs if r.state in FAILED_JOB_STATES or (
+                r.terminal and r.state is JobState.FAILED))
             run.cancelled = sum(1 for r in recs if r.state is JobState.CANCELLED)
             for rec in recs:
                 rec.seq = next(self._seq)
                 rec.children = []
+                if services.is_service(rec):
+                    self.service_keys[run.run_id, rec.spec.id] = None
             for rec in recs:
                 for parent in rec.spec.depends_on:
                     if parent in run.jobs:
                         run.jobs[parent].children.append(rec.spec.id)
             for rec in recs:
-                if rec.state is JobState.QUEUED or (rec.state in (JobState.DELAYED, JobState.FAILED) and rec.due_at is None):
-                    self._enqueue(run, rec, now)
-                elif rec.state in (JobState.DELAYED, JobState.FAILED):
-                    self._timer(rec)
-                elif rec.state is JobState.PENDING:
-                    self._maybe_release(run, rec, now)
-                elif rec.state is JobState.AWAITING_APPROVAL:
-                    self.gates.restore(rec, now)
+                self._restore_job(run, rec, now)
             if not run.state.terminal and run.open_jobs == 0:
                 self._finish_run(run, now)
         return self._flush(now)
+
+    def _restore_job(self, run: RunRecord, rec: JobRecord, now: float) -> None:
+        if rec.terminal:
+            return
+        if rec.state is JobState.QUEUED or (rec.state in WAITING and rec.due_at is None):
+            self._enqueue(run, rec, now)
+        elif rec.state in WAITING:
+            self._timer(rec)
+        elif rec.state is JobState.PENDING:
+            self._maybe_release(run, rec, now)
+        elif rec.state is JobState.AWAITING_APPROVAL:
+            self.gates.restore(rec, now)
 
     def requeue_unclaimed(self, now: float) -> list[Action]:
         """After a restart's grace period: RUNNING jobs whose worker never came back are re-queued."""
         for run in self.runs.values():
             for rec in run.jobs.values():
-                if rec.state is JobState.RUNNING and (rec.worker is None or rec.worker not in self.workers):
+                if rec.state in ACTIVE_JOB_STATES and (rec.worker is None or rec.worker not in self.workers):
                     self._requeue(run, rec, now, "LOST")
         return self._flush(now)
 
@@ -384,7 +409,9 @@ class Scheduler:
         rec.exit_code = exit_code
         rec.finished_at = now
         rec.error = error
-        if exit_code == 0:
+        if services.is_service(rec):
+            self._service_exited(run, rec, key, exit_code, now, permanent)
+        elif exit_code == 0:
             self._set(run, rec, JobState.COMPLETED, now)
             self._release_children(run, rec, now)
         else:
@@ -396,6 +423,51 @@ class Scheduler:
             else:
                 self._set(run, rec, JobState.DEAD, now)
                 self._cascade(run, rec, JobState.SKIPPED, now)
+        return self._flush(now)
+
+    def service_ready(self, name: str, key: AttemptKey, host: str, port: int | None, pid: int | None,
+                      now: float) -> list[Action]:
+        """A service's health check passed on ``name``: it is READY, its address is published and its
+        children may start. A repeat (a worker re-reporting after a broker restart) is harmless."""
+        rec = self._current(name, key)
+        if rec is None or not services.is_service(rec):
+            return self._flush(now)
+        run = self.runs[key.run_id]
+        if rec.state is JobState.STARTING or rec.service is None:
+            rec.service = services.ready_info(host, port, pid, now)
+            self._set(run, rec, JobState.READY, now)
+            for child in rec.children:
+                self._maybe_release(run, run.jobs[child], now)
+        return self._flush(now)
+
+    def stop_service(self, run_id: str, job_id: str, now: float) -> list[Action]:
+        """Stop a service on purpose: STOPPED (final), its process group killed (SIGTERM, SIGKILL after its
+        stop_grace), children still waiting for it CANCELLED."""
+        rec = self._service(run_id, job_id)
+        if rec.terminal:
+            raise InvalidRequest(f"service {services.service_id(run_id, job_id)} is already {rec.state.value}")
+        run = self.runs[run_id]
+        rec.service = None
+        self._stop(run, rec, JobState.STOPPED, now)
+        for child in rec.children:
+            self._maybe_release(run, run.jobs[child], now)
+        return self._flush(now)
+
+    def restart_service(self, run_id: str, job_id: str, now: float) -> list[Action]:
+        """Restart a live service now: its process is stopped gracefully and started again at once (not
+        counted as a restart after a crash); one waiting out its backoff is queued now."""
+        rec = self._service(run_id, job_id)
+        if rec.terminal:
+            raise InvalidRequest(f"service {services.service_id(run_id, job_id)} is {rec.state.value}: only a"
+                                 " live service restarts (submit it again)")
+        run = self.runs[run_id]
+        if rec.state in ACTIVE_JOB_STATES and rec.worker is not None:
+            key = AttemptKey(run_id, job_id, rec.attempts)
+            self._restart_now.add(key)
+            self._emit(Kill(rec.worker, key))
+        elif rec.state is JobState.RESTARTING:
+            rec.due_at = None
+            self._enqueue(run, rec, now)
         return self._flush(now)
 
     def log_flagged(self, run_id: str, job_id: str, flag: str, now: float) -> list[Action]:
@@ -415,7 +487,7 @@ class Scheduler:
         else:
             targets = [self.job(run_id, job_id)]
         for rec in targets:
-            if not rec.state.terminal:
+            if not rec.terminal:
                 self._stop(run, rec, JobState.CANCELLED, now)
                 self._cascade(run, rec, JobState.CANCELLED, now)
         if job_id is None and not run.state.terminal:
@@ -436,7 +508,7 @@ class Scheduler:
             rec = run.jobs.get(job_id) if run else None
             if run is None or rec is None or rec.due_at != due:
                 continue
-            if rec.state in (JobState.DELAYED, JobState.FAILED):
+            if rec.state in WAITING:
                 rec.due_at = None
                 self._enqueue(run, rec, now)
             elif rec.state is JobState.AWAITING_APPROVAL:
@@ -457,10 +529,41 @@ class Scheduler:
         out, self._out = self._out, []
         return out
 
+    def _service(self, run_id: str, job_id: str) -> JobRecord:
+        rec = self.job(run_id, job_id)
+        if not services.is_service(rec):
+            raise InvalidRequest(f"{run_id}/{job_id} is a job, not a service (cancel it with titan cancel)")
+        return rec
+
+    def _service_exited(self, run: RunRecord, rec: JobRecord, key: AttemptKey, exit_code: int, now: float,
+                        permanent: bool) -> None:
+        """A service's process ended: restart it, or it ends FAILED or COMPLETED (see :mod:`.services`)."""
+        requested = key in self._restart_now
+        self._restart_now.discard(key)
+        rec.service = None
+        rec.end_attempt(services.RESTARTED if requested else services.EXITED)
+        out = services.after_exit(rec, exit_code, now, rec.error, permanent, requested)
+        rec.error = out.error
+        if out.state is JobState.RESTARTING:
+            rec.restarts += out.counted
+            rec.due_at = out.due_at
+            self._set(run, rec, JobState.RESTARTING, now)
+            if out.due_at is not None and out.due_at <= now:
+                rec.due_at = None
+                self._enqueue(run, rec, now)
+            else:
+                self._timer(rec)
+            return
+        self._set(run, rec, out.state, now)
+        for child in rec.children:
+            self._maybe_release(run, run.jobs[child], now)
+
     def _add(self, run: RunRecord, jobs: list[JobSpec], now: float) -> None:
         for spec in jobs:
             rec = JobRecord(run_id=run.run_id, spec=spec, seq=next(self._seq))
             run.jobs[spec.id] = rec
+            if spec.type == "service":
+                self.service_keys[run.run_id, spec.id] = None
             run.open_jobs += 1
             self._emit(Journal(run.run_id, spec.id))
         self.gates.add(run.run_id, (run.jobs[spec.id] for spec in jobs))
@@ -475,13 +578,13 @@ class Scheduler:
         if rec.state is not JobState.PENDING:
             return
         parents = [run.jobs[p] for p in rec.spec.depends_on]
-        if any(p.state in FAILED_JOB_STATES for p in parents):
+        if any(services.failed(p) for p in parents):
             self._set(run, rec, JobState.SKIPPED, now)
             self._cascade(run, rec, JobState.SKIPPED, now)
-        elif any(p.state is JobState.CANCELLED for p in parents):
+        elif any(services.cancelled(p) for p in parents):
             self._set(run, rec, JobState.CANCELLED, now)
             self._cascade(run, rec, JobState.CANCELLED, now)
-        elif all(p.state is JobState.COMPLETED for p in parents):
+        elif all(services.satisfied(p) for p in parents):
             if rec.spec.delay > 0:
                 rec.due_at = now + rec.spec.delay
                 self._set(run, rec, JobState.DELAYED, now)
@@ -499,7 +602,8 @@ class Scheduler:
             return
         rec.queue_seq = next(self._seq)
         entry: Entry = (-rec.spec.priority, rec.queue_seq, run.run_id, rec.spec.id)
-        self.ready.push(entry, rec.spec.requirement, self._affinity_worker(run, rec))
+        pin = services.restart_worker(rec, self.workers) or self._affinity_worker(run, rec)
+        self.ready.push(entry, rec.spec.requirement, pin)
         self._set(run, rec, JobState.QUEUED, now)
 
     def _affinity_worker(self, run: RunRecord, rec: JobRecord) -> str | None:
@@ -542,7 +646,7 @@ class Scheduler:
         rec.error = None
         key = AttemptKey(run_id, job_id, rec.attempts)
         w.running.add(key)
-        self._set(run, rec, JobState.RUNNING, now)
+        self._set(run, rec, services.dispatch_state(rec), now)
         self._emit(Dispatch(w.name, key))
 
     def _requeue(self, run: RunRecord, rec: JobRecord, now: float, outcome: str) -> None:
@@ -550,6 +654,7 @@ class Scheduler:
         it goes to the history and the job back to the queue (the next is attempt + 1, no retry used)."""
         rec.end_attempt(outcome, now)
         rec.worker = None
+        rec.service = None
         self._enqueue(run, rec, now)
 
     def _live(self, key: AttemptKey, name: str) -> JobRecord | None:
@@ -557,7 +662,7 @@ class Scheduler:
         (a worker re-registering after a broker restart reports what it still runs)."""
         run = self.runs.get(key.run_id)
         rec = run.jobs.get(key.job_id) if run else None
-        if rec is None or rec.state is not JobState.RUNNING or rec.attempts != key.attempt:
+        if rec is None or rec.state not in ACTIVE_JOB_STATES or rec.attempts != key.attempt:
             return None
         return rec if rec.worker in (None, name) else None
 
@@ -580,7 +685,7 @@ class Scheduler:
 
     def _stop(self, run: RunRecord, rec: JobRecord, state: JobState, now: float) -> None:
         """End a job now; a running attempt is killed (its slot frees when the worker reports)."""
-        if rec.state is JobState.RUNNING and rec.worker is not None:
+        if rec.state in ACTIVE_JOB_STATES and rec.worker is not None:
             self._emit(Kill(rec.worker, AttemptKey(run.run_id, rec.spec.id, rec.attempts)))
         rec.due_at = None
         rec.finished_at = rec.finished_at or now
@@ -591,19 +696,19 @@ class Scheduler:
         todo = deque(root.children)
         while todo:
             rec = run.jobs[todo.popleft()]
-            if not rec.state.terminal:
+            if not rec.terminal:
                 self._stop(run, rec, state, now)
                 todo.extend(rec.children)
 
     def _set(self, run: RunRecord, rec: JobRecord, state: JobState, now: float) -> None:
-        was_terminal = rec.state.terminal
+        was_terminal = rec.terminal
         rec.state = state
         self._emit(Journal(run.run_id, rec.spec.id))
-        if state.terminal and not was_terminal:
+        if rec.terminal and not was_terminal:
             run.open_jobs -= 1
             if state is JobState.CANCELLED:
                 run.cancelled += 1
-            elif state is not JobState.COMPLETED:
+            elif state not in (JobState.COMPLETED, JobState.STOPPED):  # a stopped service ended as asked
                 run.failed += 1
             if run.open_jobs == 0 and not run.state.terminal:
                 self._finish_run(run, now)

@@ -9,6 +9,7 @@ from typing import Any
 
 from titan_zmq import defaults, events
 from titan_zmq.attempt import AttemptKey, attempts_from_wire
+from titan_zmq.broker import services
 from titan_zmq.broker.blobs import BlobCache
 from titan_zmq.broker.commit import GroupCommit, Send
 from titan_zmq.broker.logs import LogStore
@@ -53,6 +54,7 @@ class WorkerLink:
             Op.JOB_COMPLETE: self.on_complete,
             Op.LOG_BATCH: self.on_log_batch,
             Op.DISCONNECT: self.on_disconnect,
+            Op.SERVICE_READY: self.on_service_ready,
         }
 
     def on_register(self, identity: bytes, msg: Message) -> bytes:
@@ -109,6 +111,17 @@ class WorkerLink:
                                                    permanent=msg.body.get("permanent") is True))
         # acknowledged only once the outcome is journaled: until then the worker keeps it in its outbox
         self.journal.ack_after_commit(identity, key)
+        return None
+
+    def on_service_ready(self, identity: bytes, msg: Message) -> bytes | None:
+        """A service's health check passed: READY, with the address its worker reports."""
+        conn = self._worker(identity)
+        if conn is None:
+            return error(ErrorCode.UNREGISTERED, "worker is not registered; register again", msg.rid)
+        port, pid = msg.body.get("port"), msg.body.get("pid")
+        self.journal.apply(self.sched.service_ready(
+            conn.name, AttemptKey.of(msg), conn.host, port if isinstance(port, int) else None,
+            pid if isinstance(pid, int) else None, time.time()))
         return None
 
     def on_log_batch(self, identity: bytes, msg: Message) -> bytes | None:
@@ -170,9 +183,12 @@ class WorkerLink:
         if rec is None:
             return  # overtaken while it waited for the journal (re-queued, cancelled): never send it
         body: dict[str, Any] = {**action.key.fields(), "spec": rec.spec.to_wire()}
-        run = self.sched.find_run(action.run_id)
+        run = self.sched.find_run(action.key.run_id)
         if run is not None and run.agent_run_id:
             body["agent_run_id"] = run.agent_run_id  # TITAN_AGENT_RUN_ID: runs the job submits join it
+        extra = services.child_env(run, rec) if run is not None and rec.spec.depends_on else {}
+        if extra:  # where its service parents listen; the job's own env wins
+            body["spec"]["env"] = {**extra, **rec.spec.env}
         project = rec.spec.project
         if project and project not in conn.blobs:
             data = self.blobs.get(project)

@@ -35,6 +35,7 @@ from titan_zmq.worker import subreaper
 from titan_zmq.worker.executor import Executor, Finished
 from titan_zmq.worker.offload import Offload
 from titan_zmq.worker.pids import PidRegistry
+from titan_zmq.worker.supervisor import Ready, Supervisor
 from titan_zmq.worker.workspace import Limits, Workspace
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class WorkerAgent:
         self.next_sweep = time.time() + defaults.SWEEP_INTERVAL
         self.base_env = dict(os.environ)  # the jobs' environment starts from the worker's
         self.pids = PidRegistry(self.workspace.root)
+        self.supervisor = Supervisor()  # services: ports, health checks, stop grace
         self.next_reap = 0.0
         self.outbox: dict[AttemptKey, dict[str, Any]] = {}  # completions not yet acknowledged
         self.backlog: deque[bytes] = deque()  # frames the socket could not take yet (broker slow or gone)
@@ -121,6 +123,8 @@ class WorkerAgent:
         })
         for body in self.outbox.values():  # outcomes the broker may not have recorded yet
             self.send(Op.JOB_COMPLETE, body)
+        for w in self.supervisor.ready():  # a broker that restarted may not have heard it
+            self._service_ready(w.key, w.port)
 
     def send(self, op: Op, body: dict[str, Any]) -> None:
         """Send without ever blocking the loop: what the socket cannot take now waits in ``backlog``,
@@ -147,6 +151,8 @@ class WorkerAgent:
 
     def serve(self) -> None:
         log.info("titan-worker %s connecting to %s caps=%s slots=%d", self.name, self.broker, self.caps, self.slots)
+        self.pids.reap()  # orphans of an earlier worker on this host (a service holding its port) go first
+        self.next_reap = time.time() + REAP_INTERVAL
         self.connect()
         try:
             while self.running:
@@ -173,15 +179,7 @@ class WorkerAgent:
     def _step(self) -> None:
         poller = self._watch()
         now = time.time()
-        wake = min(self.last_sent + self.interval, self.last_recv + self.interval * self.liveness)
-        flush = self.executor.next_flush()
-        if flush is not None:
-            wake = min(wake, flush)
-        if self.unannounced:
-            wake = min(wake, next(iter(self.unannounced.values())) + ANNOUNCE_AFTER)
-        if self.executor.needs_polling:
-            wake = min(wake, now + 0.05)  # no pidfd: look for exits of jobs that print nothing
-        timeout = max(0, int((wake - now) * 1000) + 1)
+        timeout = max(0, int((self._wake(now) - now) * 1000) + 1)
         for item, _ in poller.poll(timeout):
             if item is self.sock:
                 self._drain()
@@ -194,6 +192,7 @@ class WorkerAgent:
         self._send_logs(now)
         for fin in self.executor.poll(now):
             self._finish(fin)
+        self._supervise(now)
         self._announce(now)
         if self.to_clean:
             self._flush_clean_up()
@@ -206,6 +205,32 @@ class WorkerAgent:
             self.next_connect = now + self.reconnect_delay
             self.reconnect_delay = min(self.reconnect_delay * 2, defaults.RECONNECT_MAX)
             self.connect()
+
+    def _wake(self, now: float) -> float:
+        """When the loop must look again even if nothing arrives."""
+        wake = min(self.last_sent + self.interval, self.last_recv + self.interval * self.liveness)
+        flush = self.executor.next_flush()
+        if flush is not None:
+            wake = min(wake, flush)
+        if self.unannounced:
+            wake = min(wake, next(iter(self.unannounced.values())) + ANNOUNCE_AFTER)
+        if self.executor.needs_polling:
+            wake = min(wake, now + 0.05)  # no pidfd: look for exits of jobs that print nothing
+        check = self.supervisor.next_wake(now)
+        return wake if check is None else min(wake, check)
+
+    def _supervise(self, now: float) -> None:
+        """Services whose health check passed are READY; one not healthy within its timeout is killed."""
+        for event in self.supervisor.poll(now):
+            if isinstance(event, Ready):
+                self._service_ready(event.key, event.port)
+            elif self.executor.kill(event.key, event.reason, self.supervisor.stop_grace(event.key)):
+                log.warning("%s/%s attempt %d: %s: killing it", *event.key, event.reason)
+
+    def _service_ready(self, key: AttemptKey, port: int) -> None:
+        att = self.executor.attempts.get(key)
+        if att is not None and att.exit_code is None:
+            self.send(Op.SERVICE_READY, {**key.fields(), "port": port, "pid": att.pid})
 
     def _housekeeping(self, now: float) -> None:
         """Once a second: orphans of dead workers, processes jobs left behind; now and then, old failed workspaces."""
@@ -249,6 +274,7 @@ class WorkerAgent:
             self.pids.remove(att.pid)
         ran_for = time.time() - att.started_at if att is not None else 0.0
         self.executor.forget(fin.key)
+        self.supervisor.forget(fin.key)
         self.unannounced.pop(fin.key, None)
         body = {**fin.key.fields(), "exit_code": fin.exit_code, "error": fin.error, "ran_for": ran_for}
         self.outbox[fin.key] = body
@@ -330,14 +356,23 @@ class WorkerAgent:
         if err is not None or out is None:
             return self._start_failed(key, f"cannot start job: {err}", permanent=isinstance(err, JobRefused))
         argv, cwd = out
+        service = spec.get("type") == "service"
         try:
             env = self._env(key, spec, cwd)
+            if service:  # its port is checked free on this host (a taken one is refused, never retried)
+                env.update(self.supervisor.env(self.supervisor.port_for(key, spec, self.host)))
             # a lower bound of the leader's start time as psutil reports it (whole-second boot time)
             before = time.time() - 2.0
-            att = self.executor.start(key, argv, env, str(cwd), spec.get("timeout"))
+            att = self.executor.start(key, argv, env, str(cwd), None if service else spec.get("timeout"))
+        except JobRefused as exc:
+            self.supervisor.forget(key)
+            return self._start_failed(key, f"cannot start service: {exc}", permanent=True)
         except Exception as exc:  # a job that cannot start is a failed attempt, with the reason in its log
+            self.supervisor.forget(key)
             return self._start_failed(key, f"cannot start job: {exc}")
         self.pids.add(att.pid, before)
+        if service:
+            self.supervisor.watch(key, spec, self.supervisor.ports[key], att.started_at)
         self.unannounced[key] = att.started_at
         return None
 
@@ -367,7 +402,8 @@ class WorkerAgent:
         key = AttemptKey.of(msg)
         if key in self.preparing:
             self.preparing[key] = "cancelled"  # it will not start
-        elif self.executor.kill(key, "cancelled"):
+        elif self.executor.kill(key, "cancelled" if not self.supervisor.is_service(key) else "stopped",
+                                self.supervisor.stop_grace(key)):
             log.info("%s/%s attempt %d: killing its process group", *key)
 
     def on_run_finished(self, msg: Message) -> None:
@@ -425,5 +461,6 @@ class WorkerAgent:
         if self.subreaper:
             self.executor.sweep()  # nothing a job left behind outlives the worker
         self.offload.close()
+        self.supervisor.close()
         self.pids.close()
         self.executor.close()

@@ -185,13 +185,14 @@ class Executor:
         times += [a.eof_deadline for a in self.attempts.values() if a.eof_deadline and a.open_fds]
         return min(times) if times else None
 
-    def kill(self, key: AttemptKey, reason: str) -> bool:
+    def kill(self, key: AttemptKey, reason: str, grace: float | None = None) -> bool:
+        """SIGTERM to the attempt's group, SIGKILL after ``grace`` seconds (default: the executor's)."""
         att = self.attempts.get(key)
         if att is None or att.kill_reason is not None:
             return False
         att.kill_reason = reason
         _killpg(att.pid, signal.SIGTERM)
-        att.sigkill_at = time.time() + self.kill_grace
+        att.sigkill_at = time.time() + (self.kill_grace if grace is None else grace)
         return True
 
     def poll(self, now: float) -> list[Finished]:

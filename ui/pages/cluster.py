@@ -8,6 +8,7 @@ from typing import Any
 import plotly.graph_objects as go
 from dash import dcc, html
 
+from ui import servicefeed
 from ui import widgets as w
 from ui.live import LiveView, register_page
 from ui.model import Model
@@ -17,7 +18,15 @@ register_page(__name__, path="/", name="Cluster", order=0, title="titan · clust
 MB = 1024 * 1024
 
 
-def worker_card(worker: dict[str, Any], now: float) -> html.Div:
+def service_list(services: list[dict[str, Any]]) -> html.Ul:
+    """The services a worker runs: name, state, and a link to the Services page (and the address)."""
+    return html.Ul([html.Li([
+        dcc.Link(s["job_id"], href=f"/services#svc-{s['id']}", className="mono svc-name"), w.badge(s["state"]),
+        html.Span(s.get("address") or "", className="mono muted"),
+    ], className="svc", **w.data(service=s["id"], state=s["state"])) for s in services], className="svc-list")
+
+
+def worker_card(worker: dict[str, Any], now: float, services: list[dict[str, Any]] | None = None) -> html.Div:
     running: list[list[str]] = worker.get("running") or []
     slots = int(worker.get("slots") or 0)
     last_seen, registered = worker.get("last_seen"), worker.get("registered_at")
@@ -31,6 +40,7 @@ def worker_card(worker: dict[str, Any], now: float) -> html.Div:
         html.Div([html.Span(tag, className="tag") for tag in worker.get("capabilities") or []], className="tags"),
         w.slots_bar(len(running), slots),
         html.Ul(jobs, className="job-list") if jobs else html.Div("idle", className="muted idle"),
+        *([service_list(services)] if services else []),
         html.Div([
             html.Span(f"heartbeat {w.duration(max(0.0, now - last_seen)) if last_seen else '—'} ago"),
             html.Span(f"up {w.duration(now - registered) if registered else '—'}"),
@@ -72,7 +82,8 @@ def render(model: Model, _params: dict[str, Any]) -> list[Any]:
     now = time.time()
     with model.lock:
         workers, stats = list(model.workers), dict(model.stats)
-    cards = [worker_card(wk, now) for wk in workers] or [w.empty("no workers registered")]
+    svcs = servicefeed.by_worker()
+    cards = [worker_card(wk, now, svcs.get(wk["id"])) for wk in workers] or [w.empty("no workers registered")]
     return [
         html.Section([html.H2("Broker"), figures(stats), chart(model)], className="section"),
         html.Section([html.H2(f"Workers ({len(workers)})"), html.Div(cards, className="cards", id="workers")],
@@ -80,7 +91,8 @@ def render(model: Model, _params: dict[str, Any]) -> list[Any]:
     ]
 
 
-view = LiveView("cluster", key=lambda m, _p: [m.version("workers"), m.version("stats")], render=render)
+view = LiveView("cluster", key=lambda m, _p: [m.version("workers"), m.version("stats"), servicefeed.key()],
+                render=render)
 
 
 def layout(**_query: Any) -> html.Div:
