@@ -108,6 +108,8 @@ class JobRecord:
             "log_incomplete": self.log_incomplete,
             "attempts_log": self.attempts_log(),
             **({"gate": self.gate_view()} if self.spec.type == "gate" else {}),
+            **({"type": "service", "service": self.service, "restarts": self.restarts}
+               if self.spec.type == "service" else {}),
         }
 
     @property
