@@ -10,7 +10,8 @@ from dash import dcc, html
 
 from titan_zmq.states import JobState, RunState
 
-# One colour per state, used by badges, bars and (later) the DAG; the legend lists them in this order.
+# One colour per job state, used by badges, bars, the DAG and the timeline; legends list them in this order.
+# A new JobState is one entry here (tests/unit/test_ui_rungraph.py checks that every state has one).
 JOB_COLORS: dict[str, str] = {
     JobState.PENDING: "#aab2bf",
     JobState.DELAYED: "#c9a227",
@@ -22,6 +23,8 @@ JOB_COLORS: dict[str, str] = {
     JobState.DEAD: "#c0392b",
     JobState.CANCELLED: "#7f5aa2",
     JobState.SKIPPED: "#8d8474",
+    "REJECTED": "#8e1b3a",  # approval gates (coming): refused by a human
+    "TIMED_OUT": "#b4546f",  # approval gates (coming): nobody answered in time
 }
 RUN_COLORS: dict[str, str] = {
     RunState.RUNNING: JOB_COLORS[JobState.RUNNING],
@@ -30,6 +33,23 @@ RUN_COLORS: dict[str, str] = {
     RunState.CANCELLED: JOB_COLORS[JobState.CANCELLED],
 }
 UNKNOWN_COLOR = "#6b7280"
+
+
+def job_states() -> list[str]:
+    """Every job state, in legend order: the table's, then any state of the enum it lacks."""
+    known = {s.value for s in JobState}
+    return [s for s in JOB_COLORS if s in known] + [s.value for s in JobState if s.value not in JOB_COLORS]
+
+
+def legend(states: list[str] | None = None, counts: Mapping[str, int] | None = None) -> html.Div:
+    """A colour key: a swatch per state (with its count when given); ``data-state`` on each."""
+    items = []
+    for state in states or job_states():
+        n = (counts or {}).get(state)
+        items.append(html.Span([html.Span(className="swatch", style={"backgroundColor": color(state)}), state,
+                                html.Span(f" {n}", className="muted") if n else ""],
+                               className="legend-item", **data(state=state)))
+    return html.Div(items, className="legend", id="legend")
 
 
 def data(**attrs: Any) -> dict[str, Any]:
