@@ -113,9 +113,10 @@ def test_the_panel_shows_a_jobs_log_live_and_the_full_log_downloads(browser: Any
     wait_for(browser, lambda d: node_color(d, "talker") is not None, "the graph drawn")
     click_node(browser, "talker")
     wait_for(browser, lambda d: d.find_element(By.ID, "panel-title").text == "talker", "the panel of talker")
-    wait_for(browser, lambda d: [e.text for e in css(d, "#log-lines .ln")] == ["starting up", "a warning"],
-             "the backlog")
-    assert attrs(browser, "#log-lines .ln", "class") == ["ln out", "ln err"]  # stdout and stderr told apart
+    wait_for(browser, lambda d: sorted(e.text for e in css(d, "#log-lines .ln")) == ["a warning", "starting up"],
+             "the backlog")  # (the two pipes are read apart: their order between each other is not fixed)
+    kinds = {e.text: e.get_attribute("class") for e in css(browser, "#log-lines .ln")}
+    assert kinds == {"starting up": "ln out", "a warning": "ln err"}  # stdout and stderr told apart
     assert "sh -c" in browser.find_element(By.CSS_SELECTOR, ".facts .cmd").text
     (tmp_path / "talk").touch()  # now it prints the sentinel, while the panel is open
     wait_for(browser, lambda d: "SENTINEL-7f3a" in [e.text for e in css(d, "#log-lines .ln")], "the sentinel, live")

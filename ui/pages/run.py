@@ -96,12 +96,11 @@ def layout(run_id: str = "", **_query: Any) -> html.Div:
             dcc.Tab(label="Graph", value="graph", className="tab", selected_className="tab-on"),
             dcc.Tab(label="Timeline", value="timeline", className="tab", selected_className="tab-on"),
         ]),
-        html.Div([graph_pane(), panel()], id="graph-pane", className="run-body"),
-        html.Div(dcc.Graph(id="timeline", config={"displaylogo": False}, className="chart"),
-                 id="timeline-pane", className="timeline-pane", style={"display": "none"}),
+        html.Div([graph_pane(run_id), panel()], id="graph-pane", className="run-body"),
+        html.Div(id="timeline-pane", className="timeline-pane", style={"display": "none"}),  # plotly loads when shown
         dcc.Interval(id="dag-tick", interval=GRAPH_MS),
         dcc.Interval(id="timeline-tick", interval=TIMELINE_MS, disabled=True),
-        dcc.Store(id="dag-seen"), dcc.Store(id="dag-expanded", data=[]), dcc.Store(id="run-job"),
+        dcc.Store(id="dag-expanded", data=[]), dcc.Store(id="run-job"),
         dcc.Store(id="panel-seen"), dcc.Store(id="log-seen"), dcc.Store(id="log-scroll"),
         dcc.Store(id="timeline-seen"), dcc.Store(id="dag-fit"),
     ])
@@ -110,21 +109,33 @@ def layout(run_id: str = "", **_query: Any) -> html.Div:
 # ---- graph ------------------------------------------------------------------------------------
 
 
-def graph_pane() -> html.Div:
+def graph_pane(run_id: str) -> html.Div:
+    """The graph, drawn now when the run's jobs are at hand (no round trip before the first picture)."""
+    m = data.model()
+    shape, version = m.graph_version(run_id)
+    elements: Any = []
+    fit: Any = {"name": "preset", "fit": True, "padding": 30}
+    spans: Any = []
+    summary: Any = ""
+    seen = None
+    if shape >= 0:
+        elements, fit, spans, summary = full_graph(m, run_id, shape, "auto", [])
+        seen = {"shape": shape, "version": version, "mode": "auto", "expanded": []}
     return html.Div([
+        dcc.Store(id="dag-seen", data=seen),
         html.Div([
             html.Span("View", className="muted"),
             dcc.RadioItems(id="dag-mode", options=MODES, value="auto", inline=True, className="radio"),
-            html.Span(id="dag-summary", className="muted dag-summary"),
+            html.Span(summary, id="dag-summary", className="muted dag-summary"),
             dcc.Input(id="job-find", type="text", placeholder="open a job by id…", debounce=True,
                       className="filter job-find"),
         ], className="dag-controls"),
         cyto.Cytoscape(
-            id="dag", elements=[], layout={"name": "preset", "fit": True, "padding": 30},
+            id="dag", elements=elements, layout=fit,
             stylesheet=rungraph.stylesheet(w.JOB_COLORS, w.UNKNOWN_COLOR), minZoom=0.05, maxZoom=1.4,
             autoRefreshLayout=False, autoungrabify=True, boxSelectionEnabled=False, responsive=True,
             className="dag", style={"width": "100%", "height": "560px"}),
-        html.Div(id="dag-jobs", hidden=True),
+        html.Div(spans, id="dag-jobs", hidden=True),
     ], className="dag-pane")
 
 
@@ -175,14 +186,19 @@ def update_graph(_tick: int | None, mode: str | None, expanded: list[int] | None
         patched = patch_graph(m, run_id, shape, seen["version"], mode, expanded or [])
         if patched is not None:
             return (*patched, key)
+    return (*full_graph(m, run_id, shape, mode, expanded or []), key)
+
+
+def full_graph(m: Model, run_id: str, shape: int, mode: str | None, expanded: list[int]) -> tuple[Any, ...]:
+    """Elements, layout (a fit), the hidden spans and the summary line of the whole graph."""
     jobs = m.jobs(run_id) or {}
     lay, _ = cached_layout(run_id, shape, jobs)
     is_grouped = grouped(mode, len(lay.order))
-    elements = (rungraph.grouped_elements(jobs, lay, expanded or []) if is_grouped
+    elements = (rungraph.grouped_elements(jobs, lay, expanded) if is_grouped
                 else rungraph.detail_elements(jobs, lay))
-    fit = {"name": "preset", "fit": True, "padding": 30, "animate": False, "key": f"{shape}/{mode}/{key['expanded']}"}
+    fit = {"name": "preset", "fit": True, "padding": 30, "animate": False, "key": f"{shape}/{mode}/{expanded}"}
     spans = [job_span(j, jobs[j].get("state")) for j in lay.order]
-    return elements, fit, spans, summary_text(lay, is_grouped), key
+    return elements, fit, spans, summary_text(lay, is_grouped)
 
 
 def patch_graph(m: Model, run_id: str, shape: int, since: int, mode: str | None,
@@ -435,7 +451,7 @@ def on_tab(tab: str | None) -> tuple[Any, Any, bool]:
 
 
 @callback(
-    Output("timeline", "figure"), Output("timeline-seen", "data"),
+    Output("timeline-pane", "children"), Output("timeline-seen", "data"),
     Input("timeline-tick", "n_intervals"), Input("run-tab", "value"),
     State("timeline-seen", "data"), State("run-params", "data"),
 )
@@ -450,4 +466,6 @@ def update_timeline(_tick: int | None, tab: str | None, seen: Any, params: dict[
     if key == seen:
         return no_update, no_update
     bars = timeline.bars(m.jobs(run_id) or {}, time.time())
-    return timeline.figure(bars, w.color), key
+    if not bars:
+        return w.empty("no attempt has reached a worker yet"), key
+    return dcc.Graph(id="timeline", figure=timeline.figure(bars, w.color), config={"displaylogo": False}), key
