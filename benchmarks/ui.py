@@ -42,9 +42,13 @@ window.cy.on('data', 'node', function (e) {
 """
 RECORD_LINES = """
 window.__lines = [];
+window.__seenLines = new Set();
 new MutationObserver(function (muts) {
     const now = Date.now() / 1000;
-    muts.forEach(m => m.addedNodes.forEach(n => { if (n.textContent) window.__lines.push([n.textContent, now]); }));
+    muts.forEach(m => m.addedNodes.forEach(n => {
+        const text = n.textContent;
+        if (text && !window.__seenLines.has(text)) { window.__seenLines.add(text); window.__lines.push([text, now]); }
+    }));
 }).observe(document.getElementById('log-lines'), {childList: true});
 """
 

@@ -122,6 +122,7 @@ def test_the_panel_shows_a_jobs_log_live_and_the_full_log_downloads(browser: Any
     wait_for(browser, lambda d: "SENTINEL-7f3a" in [e.text for e in css(d, "#log-lines .ln")], "the sentinel, live")
     wait_for(browser, lambda d: attrs(d, "#attempts tr[data-attempt]", "data-outcome") == ["COMPLETED"],
              "the attempt COMPLETED")
+    assert sorted(e.text for e in css(browser, "#log-lines .ln")) == ["SENTINEL-7f3a", "a warning", "starting up"]
     screenshot(browser, "run-panel")
 
     run.wait(60)

@@ -356,19 +356,26 @@ def update_panel(_tick: int | None, job_id: str | None, seen: Any, log_seen: dic
 
 
 def update_log(tail: logtail.LogTail, job_id: str, seen: dict[str, Any] | None) -> tuple[Any, Any, Any]:
-    """The log pane: unchanged, new lines appended (a Patch), or all of it (another job, or too long)."""
+    """The log pane: unchanged, new lines added (a Patch), or all of it (another job, or too long).
+
+    New lines are *assigned* at their place (line number - the first shown), never appended: two
+    polls in flight at once (a slow response) then write the same lines to the same places instead
+    of showing them twice."""
     nxt = tail.next
     info = f"{nxt:,} lines" + (f" · the last {len(tail.lines):,} shown" if tail.lines and tail.lines[0][0] > 0 else "")
     if seen and seen.get("job") == job_id and seen.get("next") == nxt:
         return no_update, no_update, no_update
-    if seen and seen.get("job") == job_id and seen.get("shown", 0) < logtail.PANEL_LINES * 1.5:
+    if seen and seen.get("job") == job_id and nxt - int(seen.get("base", 0)) < logtail.PANEL_LINES * 1.5:
+        base = int(seen["base"])
         fresh = tail.since(int(seen["next"]))
         if not fresh or fresh[0][0] == seen["next"]:
             lines = Patch()
-            lines.extend([log_line(r) for r in fresh])
-            return lines, {"job": job_id, "next": nxt, "shown": seen.get("shown", 0) + len(fresh)}, info
+            for rec in fresh:
+                lines[rec[0] - base] = log_line(rec)
+            return lines, {"job": job_id, "next": nxt, "base": base}, info
     kept = tail.since(0)
-    return [log_line(r) for r in kept], {"job": job_id, "next": nxt, "shown": len(kept)}, info
+    base = kept[0][0] if kept else nxt
+    return [log_line(r) for r in kept], {"job": job_id, "next": nxt, "base": base}, info
 
 
 # autoscroll: follow the end of the log unless the user scrolled up (then leave the view where it is)
