@@ -69,6 +69,8 @@ def figure(items: list[Bar], color: Callable[[str], str], height_per_lane: int =
             orientation="h", name=outcome, y=[b.lane for b in group],
             base=[_iso(b.start) for b in group], x=[max(1.0, (b.end - b.start) * 1000) for b in group],
             marker={"color": color(outcome), "line": {"width": 0.5, "color": "#ffffff"}},
+            text=[f"{b.job} #{b.attempt}" if b.attempt > 1 else b.job for b in group], textposition="inside",
+            insidetextanchor="start", textfont={"color": "#ffffff", "size": 11},
             customdata=[[b.job, b.attempt, f"{b.end - b.start:.2f}s", "" if b.exit_code is None else b.exit_code]
                         for b in group],
             hovertemplate="%{customdata[0]} #%{customdata[1]}<br>%{customdata[2]} · exit %{customdata[3]}"
