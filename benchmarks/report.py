@@ -16,6 +16,9 @@ TARGETS = {  # scenario -> (field, comparison, target, text)
     "recovery": ("value", "<=", 3.0, "≤ 3 s for 100,000 transitions"),
     "restart-history": ("value", "<=", 5.0, "≤ 5 s to first dispatch with 100,000 finished runs kept"),
     "logs": ("value", "<=", 50.0, "p50 ≤ 50 ms, p99 ≤ 250 ms"),
+    "ui-colour": ("value", "<=", 1000.0, "p50 ≤ 1 s"),
+    "ui-first-render": ("value", "<=", 2.0, "≤ 2 s"),
+    "ui-log": ("value", "<=", 1000.0, "p50 ≤ 1 s"),
 }
 
 

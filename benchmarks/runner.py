@@ -53,6 +53,10 @@ def run(bench: Bench, only: list[str] | None = None) -> dict[str, Any]:
         bench.recovery()
     if want("restart-history"):
         bench.restart_history()
+    if only is not None and "ui" in only:  # only when asked for: it needs Chromium (benchmarks/ui.py)
+        from benchmarks import ui
+
+        ui.run(bench.quick, bench.dir, bench.record)
     return {"machine": machine(), "quick": bench.quick, "scenarios": bench.results}
 
 

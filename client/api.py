@@ -240,10 +240,30 @@ class TitanClient:
 
     # ---- watching --------------------------------------------------------------------------
 
-    def status(self, run_id: str | None = None, summary: bool = False) -> dict[str, Any]:
+    def status(self, run_id: str | None = None, summary: bool = False, specs: bool = False,
+               job_id: str | None = None) -> dict[str, Any]:
         """A run's status document (default: the newest run); with ``summary``, the run's state and
-        its number of jobs per state instead of every job (cheap to ask often of a big run)."""
-        return self._call(Op.GET_JOB_STATUS, {"run_id": run_id, "summary": summary})
+        its number of jobs per state instead of every job (cheap to ask often of a big run). With
+        ``specs``, each job carries its ``spec`` (wire form); with ``job_id``, only that job is in it."""
+        body: dict[str, Any] = {"run_id": run_id, "summary": summary}
+        if specs:
+            body["specs"] = True
+        if job_id is not None:
+            body["job_id"] = job_id
+        return self._call(Op.GET_JOB_STATUS, body)
+
+    def run_specs(self, run_id: str) -> list[dict[str, Any]]:
+        """The specs of a run's jobs in submission order (wire form, as ``submit`` sends them), jobs
+        added while it ran included."""
+        jobs = self.status(run_id, specs=True)["jobs"]
+        return [dict(j["spec"]) for j in jobs.values()]
+
+    def resubmit(self, run_id: str) -> Run:
+        """Submit a run's jobs again, unchanged, as a new run (same name, a new run id)."""
+        st = self.status(run_id, specs=True)
+        specs = [dict(j["spec"]) for j in st["jobs"].values()]
+        body = self._call(Op.SUBMIT_DAG, {"name": st["name"], "jobs": specs, "agent_run_id": None})
+        return Run(self, body["run_id"], body["jobs"])
 
     def runs(self, agent_run_id: str | None = None, limit: int | None = 100,
              before: str | None = None) -> list[dict[str, Any]]:
@@ -331,6 +351,14 @@ class TitanClient:
     def logs(self, run_id: str, job_id: str) -> list[str]:
         """Every line the job printed, in order, over all its attempts."""
         return [rec[3] for rec in self.log_records(run_id, job_id)]
+
+    def log_page(self, run_id: str, job_id: str, start: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """One page of a job's log from line ``start``: ``lines`` (``[n, attempt, stream, text, ts]``),
+        ``next`` (the line after them), ``total``, the job's ``state`` and ``done`` (nothing more to come)."""
+        body: dict[str, Any] = {"run_id": run_id, "job_id": job_id, "start": start}
+        if limit is not None:
+            body["limit"] = limit
+        return self._call(Op.GET_LOGS, body)
 
     def log_records(self, run_id: str, job_id: str, start: int = 0) -> list[list[Any]]:
         """Log lines as ``[n, attempt, stream, text, ts]``, from line ``start``."""

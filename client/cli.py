@@ -236,6 +236,30 @@ def status(broker: str, run_id: str | None, as_json: bool) -> None:
 
 
 @command(main)
+@click.argument("run_id")
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the new run; exit 0 only if it SUCCEEDED.")
+@click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
+def resubmit(broker: str, run_id: str, wait_: bool, timeout: float | None) -> None:
+    """Submit a run's jobs again, unchanged, as a new run; prints the new run id."""
+    with TitanClient(broker) as c:
+        run = c.resubmit(run_id)
+        click.echo(run.run_id)
+        if not wait_:
+            return
+        st = c.wait(run.run_id, timeout)
+    print_status(st)
+    sys.exit(0 if st["state"] == "SUCCEEDED" else 1)
+
+
+@command(main)
+@click.argument("run_id")
+def specs(broker: str, run_id: str) -> None:
+    """A run's job specs as JSON (what `titan resubmit` submits again)."""
+    with TitanClient(broker) as c:
+        emit_json(c.run_specs(run_id))
+
+
+@command(main)
 @click.option("--agent-run-id", default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=100, help="Show at most this many runs.")
 @click.option("--all", "all_", is_flag=True, help="Show every run the broker keeps (read page by page).")

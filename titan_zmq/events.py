@@ -56,8 +56,12 @@ class JobEvent(TypedDict):
     run_id: str
     job_id: str
     state: str  # a JobState value
-    attempts: int
-    worker: str | None
+    attempts: int  # the current (or last) attempt's number
+    worker: str | None  # its worker
+    dispatched_at: float | None  # when it was sent to its worker
+    started_at: float | None  # when its process started (None until the attempt's next transition)
+    finished_at: float | None  # when it ended (None while it runs)
+    exit_code: int | None  # how it ended (None while it runs)
 
 
 class LogEvent(TypedDict):

@@ -14,7 +14,7 @@ from typing import Any
 import dash
 from dash import Dash, Input, Output, State, callback, dcc, html, no_update
 
-from ui import auth, data
+from ui import auth, data, logtail
 from ui.data import BrokerSync
 
 HERE = Path(__file__).resolve().parent
@@ -29,6 +29,7 @@ def create_app(sync: BrokerSync, token: str, port: int) -> Dash:
         serve_locally=True, title="titan", update_title="", suppress_callback_exceptions=True,
     )
     auth.install(app.server, token, port)
+    logtail.install(app.server)  # the full-log download, behind the same guard
     app.layout = shell
     return app
 

@@ -6,8 +6,9 @@ It holds one :class:`client.api.TitanClient` and one SUB on the broker's event s
 - apply every event as it arrives (a job event marks its run *dirty*);
 - at most every ``DIRTY_EVERY`` seconds, ask the broker for the summary of each dirty run (one
   request per changed run, whatever the number of browsers); for a run a page *watches*, its full
-  status instead, at most every ``WATCHED_FULL_EVERY`` seconds (job events give the states at once;
-  the status adds times and exit codes, which events do not carry);
+  status instead when it was never loaded, when its events could not say how an attempt ended
+  (events of one commit coalesce), when it finished, and otherwise at most every ``WATCHED_FULL_EVERY``
+  seconds as a safety net for dropped events (job events carry states, times and exit codes);
 - every ``REFRESH_EVERY`` seconds, ask for the workers and the broker's figures (O(workers)), which is
   also how a dead broker is noticed (with the heartbeat events going quiet);
 - when the broker answers again after a silence, load the run list again (events were missed).
@@ -46,7 +47,7 @@ DIRTY_EVERY = 0.4  # seconds between asking for the summaries of runs that chang
 ACTIVE_EVERY = 10.0  # seconds between re-checking every active run (in case events were dropped)
 RECENT_EVERY = 30.0  # seconds between asking for the newest runs (in case a run event was dropped)
 RECENT_RUNS = 100  # how many runs that periodic check asks for
-WATCHED_FULL_EVERY = 2.0  # seconds between full statuses of a watched run that changed (see below)
+WATCHED_FULL_EVERY = 30.0  # seconds between full statuses of a busy watched run (events carry the rest)
 DIRTY_BATCH = 200  # runs refreshed per pass at most (the rest stay dirty for the next pass)
 HB_SILENCE = 3.5  # seconds without a heartbeat event after which the broker is asked at once
 TOPICS = (events.HEARTBEAT, events.RUN, events.JOB)
@@ -224,6 +225,7 @@ class BrokerSync:
 
     def _serve_calls(self) -> None:
         assert self.client is not None
+        self._subscriptions()  # a call made after subscribe() (a log's backlog) runs once the topic is subscribed
         while True:
             try:
                 fn, fut = self._calls.get_nowait()

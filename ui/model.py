@@ -6,25 +6,29 @@ the workers, the broker figures, the connection), so a browser poll compares one
 returns ``no_update`` when nothing changed: a poll costs O(changes), never O(jobs).
 
 Jobs are kept only for *watched* runs (a page showing a run's jobs calls :meth:`Model.watch`);
-for every other run the model keeps the run's summary (state and count of jobs per state).
+for every other run the model keeps the run's summary (state and count of jobs per state). A watched
+run also has a version per job and a *shape* version (its set of jobs and edges), so the Run page asks
+for the jobs that changed since the version it shows (:meth:`Model.job_changes`) and patches only those.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from titan_zmq.states import RunState
+from titan_zmq.states import JobState, RunState
 
 HISTORY_SECONDS = 600.0  # how much of the queued/running history the Cluster chart keeps
 WATCH_IDLE = 60.0  # a watched run nobody looked at for this long is unwatched (its jobs dropped)
 RUNS_KEPT = 5000  # runs kept in memory for the Runs and Agent runs pages (the newest)
 
 TERMINAL_RUN = {s.value for s in RunState if s.terminal}
+WAITING = {JobState.PENDING.value, JobState.DELAYED.value, JobState.QUEUED.value}  # no attempt running
+EVENT_FIELDS = ("state", "attempts", "worker", "dispatched_at", "started_at", "finished_at", "exit_code")
 
 
 @dataclass
@@ -52,6 +56,9 @@ class Watched:
     """A run whose jobs a page shows: its full status, kept up to date from job events."""
 
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    changed: OrderedDict[str, int] = field(default_factory=OrderedDict)  # job -> version of its last change,
+    # the least recently changed first: the jobs changed since a version are a walk from the end
+    shape: int = 0  # version of the last change of its set of jobs or their edges (the graph's layout)
     loaded: bool = False  # the full status arrived at least once
     loaded_at: float = 0.0  # when the full status last arrived
     seen_at: float = 0.0  # the last time a page asked for it
@@ -146,7 +153,8 @@ class Model:
                 w.loaded_at = 0.0  # the run ended: its last times and exit codes now, not in 2 s
 
     def on_job_event(self, body: dict[str, Any]) -> None:
-        """A JobEvent: a watched run's job changes at once; every run's counts are asked for next."""
+        """A JobEvent: a watched run's job changes at once (state, times, exit code, its attempts'
+        history); every run's counts are asked for next."""
         with self.lock:
             run_id, job_id = body.get("run_id"), body.get("job_id")
             if not isinstance(run_id, str) or not isinstance(job_id, str):
@@ -156,9 +164,16 @@ class Model:
             run = self.runs.get(run_id)
             if w is None or not w.loaded:
                 return
-            job = w.jobs.setdefault(job_id, {"state": None, "depends_on": []})
+            job = w.jobs.get(job_id)
+            if job is None:  # added while it runs: its edges come with the next full status, asked for now
+                job = w.jobs[job_id] = {"state": None, "depends_on": []}
+                w.shape = self._bump()
+                w.loaded_at = 0.0
             old = job.get("state")
-            job.update(state=body.get("state"), attempts=body.get("attempts"), worker=body.get("worker"))
+            job.update({k: body.get(k) for k in EVENT_FIELDS if k in body})
+            if not _event_attempt(job, body):
+                w.loaded_at = 0.0  # an attempt's end went by unseen (events coalesce): the full status tells
+            self._touch(w, job_id)
             if run is not None:
                 if old in run.counts:
                     run.counts[old] -= 1
@@ -167,6 +182,10 @@ class Model:
                 run.counts[str(body.get("state"))] = run.counts.get(str(body.get("state")), 0) + 1
                 run.jobs = max(run.jobs, len(w.jobs))
                 run.version = self._bump("runs")
+
+    def _touch(self, w: Watched, job_id: str) -> None:
+        w.changed[job_id] = self._bump()
+        w.changed.move_to_end(job_id)
 
     def mark_dirty(self, run_ids: Iterable[str]) -> None:
         with self.lock:
@@ -178,7 +197,8 @@ class Model:
             return out
 
     def set_status(self, status: dict[str, Any]) -> None:
-        """A run's full status (GET_JOB_STATUS): its summary, and its jobs when it is watched."""
+        """A run's full status (GET_JOB_STATUS): its summary, and its jobs when it is watched (only the
+        jobs that differ get a new version)."""
         with self.lock:
             jobs: dict[str, dict[str, Any]] = status.get("jobs") or {}
             counts: dict[str, int] = {}
@@ -186,9 +206,18 @@ class Model:
                 counts[j["state"]] = counts.get(j["state"], 0) + 1
             self._set_summary({**status, "jobs": len(jobs), "counts": counts})
             w = self.watched.get(status["run_id"])
-            if w is not None:
-                w.jobs, w.loaded, w.loaded_at = {k: dict(v) for k, v in jobs.items()}, True, time.time()
-                self.runs[status["run_id"]].version = self._bump("runs")
+            if w is None:
+                return
+            if list(jobs) != list(w.jobs) or any(j.get("depends_on") != w.jobs[k].get("depends_on")
+                                                 for k, j in jobs.items()):
+                w.shape = self._bump()
+            for job_id, j in jobs.items():
+                if w.jobs.get(job_id) != j:
+                    self._touch(w, job_id)
+            for job_id in set(w.changed) - set(jobs):
+                del w.changed[job_id]
+            w.jobs, w.loaded, w.loaded_at = {k: dict(v) for k, v in jobs.items()}, True, time.time()
+            self.runs[status["run_id"]].version = self._bump("runs")
 
     def set_workers(self, workers: list[dict[str, Any]]) -> None:
         with self.lock:
@@ -265,6 +294,40 @@ class Model:
             w = self.watched.get(run_id)
             return None if w is None or not w.loaded else {k: dict(v) for k, v in w.jobs.items()}
 
+    def job(self, run_id: str, job_id: str) -> dict[str, Any] | None:
+        """One job of a watched run (a copy), or None."""
+        with self.lock:
+            w = self.watched.get(run_id)
+            j = w.jobs.get(job_id) if w is not None else None
+            return None if j is None else dict(j)
+
+    def job_version(self, run_id: str, job_id: str) -> int:
+        """The version of a watched run's job's last change (-1: unknown)."""
+        with self.lock:
+            w = self.watched.get(run_id)
+            return -1 if w is None else w.changed.get(job_id, -1)
+
+    def graph_version(self, run_id: str) -> tuple[int, int]:
+        """A watched run's (shape, newest job version): what a graph shows is current when both match."""
+        with self.lock:
+            w = self.watched.get(run_id)
+            if w is None or not w.loaded:
+                return -1, -1
+            return w.shape, next(reversed(w.changed.values()), 0)
+
+    def job_changes(self, run_id: str, since: int) -> dict[str, dict[str, Any]]:
+        """The jobs of a watched run changed after version ``since`` (copies): O(changes), not O(jobs)."""
+        with self.lock:
+            w = self.watched.get(run_id)
+            out: dict[str, dict[str, Any]] = {}
+            if w is None:
+                return out
+            for job_id in reversed(w.changed):
+                if w.changed[job_id] <= since:
+                    break
+                out[job_id] = dict(w.jobs[job_id])
+            return out
+
     def run_version(self, run_id: str) -> int:
         with self.lock:
             run = self.runs.get(run_id)
@@ -296,6 +359,32 @@ class Model:
     def active_runs(self) -> list[str]:
         with self.lock:
             return [r.run_id for r in self.runs.values() if r.state not in TERMINAL_RUN]
+
+
+def _event_attempt(job: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Bring a job's ``attempts_log`` up to date with a JobEvent; False when the events seen cannot
+    say how an attempt ended (events of one commit coalesce; the caller then asks for the full status)."""
+    n = body.get("attempts")
+    if not isinstance(n, int) or n <= 0:
+        return True
+    log: list[dict[str, Any]] = job.setdefault("attempts_log", [])
+    entry = next((a for a in reversed(log) if a.get("attempt") == n), None)
+    state = str(body.get("state"))
+    if entry is None:
+        entry = {"attempt": n, "worker": None, "dispatched_at": None, "started_at": None, "finished_at": None,
+                 "exit_code": None, "error": None, "outcome": state}
+        log.append(entry)
+    for k in ("worker", "dispatched_at", "started_at", "finished_at", "exit_code"):
+        if body.get(k) is not None:
+            entry[k] = body[k]
+    known = True
+    if state not in WAITING:
+        entry["outcome"] = state
+    elif entry.get("outcome") not in (JobState.FAILED.value, "LOST"):  # back in the queue: failed, or lost
+        entry["outcome"] = JobState.FAILED.value if body.get("exit_code") is not None else "LOST"
+        known = body.get("exit_code") is not None
+    earlier = [a for a in log if a.get("attempt") != n]
+    return known and len(earlier) == n - 1 and all(a.get("outcome") != JobState.RUNNING.value for a in earlier)
 
 
 def _summary_key(r: RunInfo) -> tuple[Any, ...]:

@@ -10,7 +10,8 @@ from dash import dcc, html
 
 from titan_zmq.states import TERMINAL_JOB_STATES, JobState, RunState
 
-# One colour per state, used by badges, bars and (later) the DAG; the legend lists them in this order.
+# One colour per job state, used by badges, bars, the DAG and the timeline; legends list them in this order.
+# A new JobState is one entry here (tests/unit/test_ui_rungraph.py checks that every state has one).
 JOB_COLORS: dict[str, str] = {
     JobState.PENDING: "#aab2bf",
     JobState.DELAYED: "#c9a227",
@@ -24,6 +25,10 @@ JOB_COLORS: dict[str, str] = {
     JobState.SKIPPED: "#8d8474",
     JobState.REJECTED: "#9f1239",  # a gate a human refused
     JobState.TIMED_OUT: "#b45309",  # a gate nobody decided in time
+    JobState.STARTING: "#60a5fa",  # a service waiting for its health check
+    JobState.READY: "#0e9f9a",  # a service answering
+    JobState.RESTARTING: "#d97706",  # a service between an exit and its next start
+    JobState.STOPPED: "#475569",  # a service stopped on purpose
 }
 RUN_COLORS: dict[str, str] = {
     RunState.RUNNING: JOB_COLORS[JobState.RUNNING],
@@ -32,6 +37,23 @@ RUN_COLORS: dict[str, str] = {
     RunState.CANCELLED: JOB_COLORS[JobState.CANCELLED],
 }
 UNKNOWN_COLOR = "#6b7280"
+
+
+def job_states() -> list[str]:
+    """Every job state, in legend order: the table's, then any state of the enum it lacks."""
+    known = {s.value for s in JobState}
+    return [s for s in JOB_COLORS if s in known] + [s.value for s in JobState if s.value not in JOB_COLORS]
+
+
+def legend(states: list[str] | None = None, counts: Mapping[str, int] | None = None) -> html.Div:
+    """A colour key: a swatch per state (with its count when given); ``data-state`` on each."""
+    items = []
+    for state in states or job_states():
+        n = (counts or {}).get(state)
+        items.append(html.Span([html.Span(className="swatch", style={"backgroundColor": color(state)}), state,
+                                html.Span(f" {n}", className="muted") if n else ""],
+                               className="legend-item", **data(state=state)))
+    return html.Div(items, className="legend", id="legend")
 
 
 def data(**attrs: Any) -> dict[str, Any]:

@@ -197,3 +197,21 @@ def test_demo_runs_a_pipeline_to_succeeded_and_shows_logs(tmp_path: Path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "--- live logs ---" in out.stdout and "[load#1] loaded 4 rows" in out.stdout
     assert "SUCCEEDED" in out.stdout
+
+
+def test_specs_and_resubmit_run_the_same_jobs_again_as_a_new_run(cluster, tmp_path: Path):
+    b = cluster.broker_addr
+    out = titan("run", str(PIPELINES / "diamond" / "diamond.yaml"), "--wait", broker=b)
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.split()[0]
+    specs = json.loads(titan("specs", first, broker=b).stdout)
+    assert [s["id"] for s in specs] == ["start", "left", "right", "join"]
+    assert specs[3]["depends_on"] == ["left", "right"]
+    again = titan("resubmit", first, "--wait", broker=b)
+    assert again.returncode == 0, again.stderr
+    second = again.stdout.split()[0]
+    assert second != first and "SUCCEEDED" in again.stdout
+    assert json.loads(titan("specs", second, broker=b).stdout) == specs
+    assert "join: done" in titan("logs", second, "join", broker=b).stdout
+    missing = titan("resubmit", "no-such-run", broker=b)
+    assert missing.returncode == 2 and "unknown run id" in missing.stderr

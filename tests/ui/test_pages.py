@@ -104,7 +104,7 @@ def test_agent_runs_page_groups_stages_in_order(browser: Any, ui: UiProcess, cli
     css(browser, f'{group} .stage[data-run="{second.run_id}"]')[0].click()
     wait_for(browser, lambda d: css(d, "#run-id") and d.find_element(By.ID, "run-id").text == second.run_id,
              "the stage's run page")
-    wait_for(browser, lambda d: attrs(d, "#jobs-table tr[data-job]", "data-job") == ["do", "check"], "its jobs")
+    wait_for(browser, lambda d: attrs(d, "#dag-jobs [data-job]", "data-job") == ["do", "check"], "its jobs")
 
 
 def test_runs_page_filters_and_pages(browser: Any, ui: UiProcess, client: Any) -> None:
@@ -141,24 +141,6 @@ def test_runs_page_filters_and_pages(browser: Any, ui: UiProcess, client: Any) -
     wait_for(browser, lambda d: attrs(d, rows, "data-run")[:1] not in ([], first_page[:1]), "the second page")
     assert not set(attrs(browser, rows, "data-run")) & set(first_page)
     assert "page 2 of" in browser.find_element(By.ID, "runs-count").text
-
-
-def test_run_page_shows_the_jobs_live(browser: Any, ui: UiProcess, client: Any) -> None:
-    jobs = [TitanJob("extract", command=["true"]),
-            TitanJob("clean", command=["sleep", "1"], parents=["extract"]),
-            TitanJob("features", command=["sleep", "1"], parents=["extract"]),
-            TitanJob("train", command=["sleep", "2"], parents=["clean", "features"])]
-    run = client.submit_dag("diamond", jobs)
-    browser.get(ui.url(f"/runs/{run.run_id}"))
-    wait_for(browser, lambda d: attrs(d, "#jobs-table tr[data-job]", "data-job") == ["extract", "clean", "features",
-                                                                                     "train"], "the four jobs")
-    wait_for(browser, lambda d: attrs(d, '#jobs-table tr[data-job="train"]', "data-state") == ["RUNNING"],
-             "train RUNNING, live")
-    wait_for(browser, lambda d: set(attrs(d, "#jobs-table tr[data-job]", "data-state")) == {"COMPLETED"},
-             "every job COMPLETED, live", timeout=30)
-    wait_for(browser, lambda d: attrs(d, ".run-title .badge", "data-state") == ["SUCCEEDED"], "the run SUCCEEDED")
-    wait_for(browser, lambda d: attrs(d, "#jobs-table tr[data-job]", "data-exit") == ["0"] * 4, "every exit code")
-    screenshot(browser, "run")
 
 
 def test_token_is_required_for_pages_and_callbacks(browser: Any, ui: UiProcess) -> None:

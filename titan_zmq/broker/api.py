@@ -139,9 +139,16 @@ class ClientApi:
     # ---- queries -----------------------------------------------------------------------------
 
     def on_status(self, identity: bytes, msg: Message) -> bytes:
+        """A run's status: every job (or the one ``job_id``), each with its spec when ``specs`` (what
+        re-submitting the run takes); or with ``summary``, only its counts of jobs per state."""
         run_id = msg.field("run_id", OPTIONAL_STR, None)
         run = self.sched.newest_run() if run_id is None else self.sched.run(run_id)
-        return reply(msg, run.summary() if msg.field("summary", bool, False) else run.status(), Op.DATA)
+        if msg.field("summary", bool, False):
+            return reply(msg, run.summary(), Op.DATA)
+        job_id = msg.field("job_id", OPTIONAL_STR, None)
+        if job_id is not None:
+            self.sched.job(run.run_id, job_id)  # NotFound for a job the run does not have
+        return reply(msg, run.status(msg.field("specs", bool, False), None if job_id is None else [job_id]), Op.DATA)
 
     def on_list_runs(self, identity: bytes, msg: Message) -> bytes:
         """A page of runs, newest first: at most ``limit`` (capped by RUNS_PAGE), submitted before the run

@@ -159,6 +159,8 @@ class GroupCommit:
                 self.publisher.publish(events.run_topic(run_id), run.meta())
             elif job_id in run.jobs and self.publisher.wanted(events.job_topic(run_id)):
                 rec = run.jobs[job_id]
-                job_event: events.JobEvent = {"run_id": run_id, "job_id": job_id, "state": rec.state.value,
-                                              "attempts": rec.attempts, "worker": rec.worker}
+                job_event: events.JobEvent = {
+                    "run_id": run_id, "job_id": job_id, "state": rec.state.value, "attempts": rec.attempts,
+                    "worker": rec.worker, "dispatched_at": rec.dispatched_at, "started_at": rec.started_at,
+                    "finished_at": rec.finished_at, "exit_code": rec.exit_code}
                 self.publisher.publish(events.job_topic(run_id), dict(job_event))

@@ -91,9 +91,10 @@ class JobRecord:
                         "exit_code": self.exit_code, "error": self.error, "outcome": self.state.value})
         return out
 
-    def status(self) -> dict[str, Any]:
-        """The public view (``titan status --json``)."""
-        return {
+    def status(self, spec: bool = False) -> dict[str, Any]:
+        """The public view (``titan status --json``); with ``spec``, the job's spec too (its wire form,
+        what a submission of it again takes)."""
+        out: dict[str, Any] = {
             "state": self.state.value,
             "attempts": self.attempts,
             "worker": self.worker,
@@ -111,6 +112,9 @@ class JobRecord:
             **({"type": "service", "service": self.service, "restarts": self.restarts}
                if self.spec.type == "service" else {}),
         }
+        if spec:
+            out["spec"] = self.spec.to_wire()
+        return out
 
     @property
     def is_gate(self) -> bool:
@@ -155,8 +159,10 @@ class RunRecord:
             counts[j.state.value] = counts.get(j.state.value, 0) + 1
         return {**self.meta(), "jobs": len(self.jobs), "counts": counts}
 
-    def status(self) -> dict[str, Any]:
-        return {**self.meta(), "jobs": {jid: rec.status() for jid, rec in self.jobs.items()}}
+    def status(self, specs: bool = False, job_ids: list[str] | None = None) -> dict[str, Any]:
+        """The run and its jobs (only ``job_ids`` when given), each with its spec when ``specs``."""
+        jobs = self.jobs if job_ids is None else {j: self.jobs[j] for j in job_ids}
+        return {**self.meta(), "jobs": {jid: rec.status(specs) for jid, rec in jobs.items()}}
 
 
 class RunOrder:

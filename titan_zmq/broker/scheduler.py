@@ -179,6 +179,16 @@ class Scheduler:
     def next_due(self) -> float | None:
         return self.timers[0][0] if self.timers else None
 
+    def queued_by_capability(self) -> dict[str, int]:
+        """How many jobs wait in QUEUED for each capability tag (a job pinned by affinity counts under
+        its requirement too)."""
+        counts: dict[str, int] = {}
+        for run in self.runs.values():
+            for rec in run.jobs.values():
+                if rec.state is JobState.QUEUED:
+                    counts[rec.spec.requirement] = counts.get(rec.spec.requirement, 0) + 1
+        return counts
+
     def queued_count(self) -> int:
         return sum(1 for r in self.runs.values() for j in r.jobs.values() if j.state is JobState.QUEUED)
 

@@ -296,6 +296,7 @@ class Broker:
         return {
             "workers": len(self.registry), "runs": runs, "runs_running": active,
             "jobs": states, "queued": states.get(JobState.QUEUED.value, 0),
+            "queued_by_capability": self.sched.queued_by_capability(),
             "running": states.get(JobState.RUNNING.value, 0), "store_ok": self.journal.store_ok,
             "uptime": time.time() - self.started_at, "rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
             "pub": self.pub_addr, "insecure": bool(self.exposed), "exposed": self.exposed,

@@ -54,13 +54,20 @@ def figures(stats: dict[str, Any]) -> html.Div:
     rss = stats.get("rss_bytes")
     return html.Div([
         w.figure_card("workers", stats.get("workers", 0)),
-        w.figure_card("queued", stats.get("queued", 0), "jobs ready, waiting for a slot"),
+        w.figure_card("queued", stats.get("queued", 0), queued_note(stats.get("queued_by_capability") or {})),
         w.figure_card("running", stats.get("running", 0), "jobs"),
         w.figure_card("runs active", stats.get("runs_running", 0), f"of {stats.get('runs', 0)} known"),
         w.figure_card("store", "ok" if stats.get("store_ok", True) else "DOWN", "journal writes",
                       ok=bool(stats.get("store_ok", True))),
         w.figure_card("broker RSS", f"{rss / MB:.0f} MB" if rss else "—", f"up {w.duration(stats.get('uptime'))}"),
     ], className="figures", id="broker-figures")
+
+
+def queued_note(by_cap: dict[str, int]) -> str:
+    """Queued jobs per capability, the biggest first (a job nobody can run shows here)."""
+    if not by_cap:
+        return "jobs ready, waiting for a slot"
+    return " · ".join(f"{cap} {n}" for cap, n in sorted(by_cap.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def chart(model: Model) -> dcc.Graph:
