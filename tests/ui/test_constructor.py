@@ -251,7 +251,7 @@ def test_constructor_saves_a_draft_in_the_store_and_loads_it_after_a_reload(brow
     browser.refresh()
     wait_for(browser, lambda d: css(d, "#new-clear") and pane(d, "yaml"), "the page again")
     click(browser, browser.find_element(By.ID, "new-clear"))
-    wait_for(browser, lambda d: not chip_ids(d), "an empty draft")
+    wait_for(browser, lambda d: not chip_ids(d) and "jobs: []" in pane(d, "yaml"), "an empty draft")
     click(browser, browser.find_element(By.ID, "new-drafts"))
     option = wait_for(browser, lambda d: [o for o in css(d, "[role=option]") if o.text.strip() == name], "the draft listed")
     click(browser, option[0])
