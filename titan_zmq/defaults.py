@@ -92,3 +92,15 @@ KEEP_FAILED_HOURS = 24.0  # workspaces of failed attempts are kept this long for
 SWEEP_INTERVAL = 300.0  # seconds between a worker's sweeps of expired failed workspaces
 
 MAX_LOG_BYTES = 256 * 1024 * 1024  # per job on the broker's disk; later lines are dropped with a marker
+
+# Schedules (cron) and elastic workers
+SCHEDULE_HISTORY = 20  # recent fires (and skips) kept per schedule
+CATCHUP_MAX = 100  # catchup: all runs at most this many missed ticks (the newest); the rest are logged as dropped
+SCHEDULE_QUEUE_MAX = 10  # overlap: queue keeps at most this many ticks waiting for the previous run
+LAUNCH_MAX_SILENCE = 120.0  # a worker the broker launched exits once the broker was silent this long
+SCALE_UP_AFTER = 2.0  # autoscaler: jobs waited this long with no free slot -> launch a worker
+IDLE_TIMEOUT = 45.0  # autoscaler: an ephemeral worker idle this long is drained (never below the pool's min)
+AUTOSCALE_INTERVAL = 0.5  # autoscaler: seconds between looks at the broker's figures
+LAUNCH_TIMEOUT = 20.0  # autoscaler: a launched worker not registered after this long counts as a failed launch
+LAUNCH_BACKOFF_MAX = 60.0  # autoscaler: failed launches back off 1 s, 2 s, 4 s ... up to this
+AUTOSCALE_DECISIONS = 50  # the broker keeps this many of the autoscaler's latest decisions (stats, UI)
