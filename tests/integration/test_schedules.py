@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from client.cluster import LocalCluster
-from titan_zmq.errors import BrokerUnavailable
 from tests.helpers import wait_until, write_pipeline
+from titan_zmq.errors import BrokerUnavailable
 
 pytestmark = pytest.mark.timeout(180)
 
