@@ -20,6 +20,8 @@ from client.connection import Connection, broker_address
 from client.job import TitanJob, wire_jobs
 from client.logcursor import LogCursor, LogLine
 from titan_zmq import defaults, events, keys, sockets
+from titan_zmq.cron import check_name as check_schedule_name
+from titan_zmq.cron import parse_options as cron_options
 from titan_zmq.errors import (
     BrokerUnavailable,
     InvalidRequest,
@@ -237,6 +239,69 @@ class TitanClient:
         out = self._call(Op.GET_AGENT_RUN, {"agent_run_id": agent_run_id})
         out.pop("rid", None)
         return out
+
+    # ---- schedules -------------------------------------------------------------------------
+
+    def add_schedule(self, path: str | Path, cron: str | None = None, name: str | None = None,
+                     **options: Any) -> dict[str, Any]:
+        """Schedule a YAML pipeline (its ``schedule:`` block; ``cron`` and ``options`` such as
+        ``timezone``, ``catchup``, ``overlap``, ``enabled`` override it). The pipeline, scripts inline, is
+        stored with the schedule at the broker. Returns the schedule as ``schedules()`` shows it."""
+        pipe = pipeline.load(path)
+        raw = {**(pipe.schedule or {}), **{k: v for k, v in options.items() if v is not None}}
+        if cron is not None:
+            raw["cron"] = cron
+        opts = cron_options(raw).to_wire()
+        sub = pipe.submission()
+        body: dict[str, Any] = {"name": check_schedule_name(name or pipe.name), "options": opts,
+                                "pipeline": {k: sub[k] for k in ("name", "jobs", "agent_run_id") if k in sub}}
+        if "project" in sub:
+            body["project"] = sub["project"]
+        return self._call(Op.SCHEDULE_ADD, body, timeout=max(self.conn.timeout, 30.0) if pipe.project else None)
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule: its cron and options, next fire time, last run and its state, recent history."""
+        return list(self._call(Op.SCHEDULE_LIST)["schedules"])
+
+    def pause_schedule(self, name: str) -> dict[str, Any]:
+        """Stop firing (ticks that pass while paused never run)."""
+        return self._call(Op.SCHEDULE_SET, {"name": name, "enabled": False})
+
+    def resume_schedule(self, name: str) -> dict[str, Any]:
+        """Fire again, from the next tick on."""
+        return self._call(Op.SCHEDULE_SET, {"name": name, "enabled": True})
+
+    def remove_schedule(self, name: str) -> None:
+        """Delete a schedule (the runs it fired stay)."""
+        self._call(Op.SCHEDULE_REMOVE, {"name": name})
+
+    def run_schedule_now(self, name: str) -> Run:
+        """Fire a schedule once, now (its cron goes on as before)."""
+        body = self._call(Op.SCHEDULE_RUN_NOW, {"name": name})
+        return Run(self, body["run_id"], [])
+
+    # ---- elastic workers ---------------------------------------------------------------------
+
+    def drain_worker(self, worker: str) -> dict[str, Any]:
+        """No new jobs for the worker; it exits 0 once its running jobs are done."""
+        return self._call(Op.WORKER_DRAIN, {"worker": worker})
+
+    def stop_worker(self, worker: str, now: bool = False) -> dict[str, Any]:
+        """Stop a worker after its running jobs (a drain), or ``now``: its jobs are killed and re-queued
+        elsewhere (not counted as failures)."""
+        return self._call(Op.WORKER_STOP, {"worker": worker, "now": now})
+
+    def launch_worker(self, capabilities: list[str] | tuple[str, ...] = (), slots: int = defaults.SLOTS,
+                      on: str | None = None, name: str | None = None) -> dict[str, Any]:
+        """Start a new (ephemeral) worker on the broker's host, or ``on`` a given worker (as a job there).
+        Returns its name (and pid, or the run that hosts it)."""
+        return self._call(Op.WORKER_LAUNCH, {"capabilities": list(capabilities), "slots": slots, "on": on,
+                                             "name": name})
+
+    def report_autoscale(self, controller: str, pools: list[dict[str, Any]],
+                         decisions: list[dict[str, Any]]) -> None:
+        """The autoscaler's pools and latest decisions, for ``titan stats`` and the UI."""
+        self._call(Op.AUTOSCALE_REPORT, {"controller": controller, "pools": pools, "decisions": decisions})
 
     # ---- watching --------------------------------------------------------------------------
 

@@ -2,67 +2,30 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from client.api import TitanClient, default_user
+from client.autoscale import parse_pool
+from client.cli_base import broker_option, clean_errors, command, emit_json
+from client.cli_elastic import add_commands, autoscale_options
 from client.cluster import LocalCluster
 from client.follow import follow_run
 from titan_zmq import defaults
 from titan_zmq.cli_common import check_exposure
 from titan_zmq.errors import TitanError
 
-broker_option = click.option(
-    "--broker", envvar="TITAN_BROKER", show_envvar=True, default=defaults.BROKER_ADDR, show_default=True,
-    help="Broker address.",
-)
-
-
-def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a TitanError into ``error: <message>`` on stderr and exit status 2 (no traceback)."""
-
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except TitanError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-
-    return run
-
-
-def command(group: click.Group, name: str | None = None) -> Callable[[Callable[..., Any]], click.Command]:
-    """A subcommand that talks to a broker: --broker, and clean errors."""
-
-    def wrap(fn: Callable[..., Any]) -> click.Command:
-        return group.command(name)(broker_option(clean_errors(fn)))
-
-    return wrap
-
 
 @click.group()
 def main() -> None:
     """titan: submit and watch jobs and DAGs on a titan-zmq cluster."""
-
-
-def emit_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, sort_keys=True, default=_jsonable))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    raise TypeError(type(value).__name__)
 
 
 def print_status(st: dict[str, Any]) -> None:
@@ -84,13 +47,29 @@ def print_status(st: dict[str, Any]) -> None:
 @click.option("--base-port", default=defaults.BROKER_PORT, show_default=True,
               help="Broker on P, PUB on P+1, store on P+2, UI on P+3; 0 picks free ports.")
 @click.option("--ui/--no-ui", default=True, show_default=True, help="Also serve the web UI on P+3.")
-def up(workers: int, slots: int, data_dir: str, base_port: int, ui: bool) -> None:
-    """Start a local cluster (store, broker, N workers, web UI) until Ctrl-C."""
-    cluster = LocalCluster(Path(data_dir), base_port=base_port, workers=workers, slots=slots, ui=ui)
+@click.option("--autoscale", "pools", multiple=True, metavar="CAP:MIN:MAX",
+              help="Also run `titan autoscale` with this pool (repeatable); the N workers are permanent.")
+@autoscale_options
+def up(workers: int, slots: int, data_dir: str, base_port: int, ui: bool, pools: tuple[str, ...],
+       scale_up_after: float, idle_timeout: float, worker_slots: int) -> None:
+    """Start a local cluster (store, broker, N permanent workers, web UI, optionally the autoscaler) until Ctrl-C."""
+    for pool in pools:
+        try:
+            parse_pool(pool)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--autoscale") from None
+    scale = [a for p in pools for a in ("--pool", p)]
+    if scale:
+        scale += ["--scale-up-after", str(scale_up_after), "--idle-timeout", str(idle_timeout),
+                  "--worker-slots", str(worker_slots)]
+    cluster = LocalCluster(Path(data_dir), base_port=base_port, workers=workers, slots=slots, ui=ui, permanent=True,
+                           autoscale=scale)
     stopping = _stop_signals()
     try:
         cluster.start()
         click.echo(f"broker  {cluster.broker_addr}\npub     {cluster.pub_addr}\nstore   {cluster.store_addr}")
+        if scale:
+            click.echo(f"autoscale {' '.join(pools)}")
         click.echo(f"workers {workers} x {slots} slots; logs in {cluster.data_dir / 'logs'}; Ctrl-C stops")
         click.echo(f"export TITAN_BROKER={cluster.broker_addr}")
         if ui:
@@ -286,7 +265,9 @@ def workers(broker: str, as_json: bool) -> None:
         return
     for w in items:
         caps = ",".join(w["capabilities"])
-        click.echo(f"{w['id']:<28} {w['host']:<16} pid {w['pid']:<7} {caps:<16} {len(w['running'])}/{w['slots']} busy")
+        kind = f"{w.get('kind', '')}{' draining' if w.get('draining') else ''}"
+        click.echo(f"{w['id']:<28} {w['host']:<16} pid {w['pid']:<7} {caps:<16} {len(w['running'])}/{w['slots']} busy"
+                   f"  {kind}")
 
 
 @command(main)
@@ -563,6 +544,8 @@ def store_keys(broker: str, prefix: str) -> None:
         for k in c.store_keys(prefix):
             click.echo(k)
 
+
+add_commands(main)
 
 if __name__ == "__main__":
     main()

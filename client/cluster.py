@@ -125,6 +125,8 @@ class LocalCluster:
     broker_args: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
     ui: bool = False  # also start the web UI (`titan-ui`) on P+3, see ui_url
+    permanent: bool = False  # start the workers with --permanent (never scaled down)
+    autoscale: list[str] = field(default_factory=list)  # `titan autoscale` arguments (--pool ...): run it too
     ui_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     procs: dict[str, Proc] = field(default_factory=dict)
     # how each component was started, to start it again on new ports after a bind clash
@@ -165,6 +167,8 @@ class LocalCluster:
             self.start_worker(f"worker{i + 1}", caps)
         if self.ui:
             self.start_ui()
+        if self.autoscale:
+            self.start_autoscaler()
         self.wait_ready(self.workers, wait)
         return self
 
@@ -177,7 +181,8 @@ class LocalCluster:
         self._starts["broker"] = self.start_broker
         return self._start("broker", self._py(
             "titan_zmq.broker", "--bind", self.broker_addr, "--pub", self.pub_addr, "--store", self.store_addr,
-            "--data-dir", str(self.data_dir / "broker"), *self.broker_args))
+            "--data-dir", str(self.data_dir / "broker"), "--worker-workspace", str(self.data_dir / "work"),
+            *self.broker_args))
 
     def start_worker(self, name: str, caps: list[str] | None = None, slots: int | None = None) -> Proc:
         self._starts[name] = lambda: self.start_worker(name, caps, slots)
@@ -185,7 +190,17 @@ class LocalCluster:
                         "--workspace", str(self.data_dir / "work"), "--name", name)
         for cap in caps or []:
             argv += ["--capability", cap]
+        if self.permanent:
+            argv.append("--permanent")
         return self._start(name, argv)
+
+    def start_autoscaler(self, args: list[str] | None = None) -> Proc:
+        """`titan autoscale` as a process of its own (``args``: its --pool and tunables)."""
+        if args is not None:
+            self.autoscale = list(args)
+        self._starts["autoscale"] = self.start_autoscaler
+        return self._start("autoscale", self._py("client.cli", "autoscale", "--broker", self.broker_addr,
+                                                  *self.autoscale))
 
     def start_ui(self) -> Proc:
         """The web UI as its own process on P+3, talking to the broker like any client."""
@@ -249,7 +264,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Workers first (they kill their jobs), then the broker, then the store."""
-        order = [n for n in self.procs if n not in ("broker", "store")] + ["broker", "store"]
+        order = [n for n in dict.fromkeys(["autoscale", *self.procs]) if n not in ("broker", "store")] + ["broker", "store"]
         for name in order:
             if name in self.procs:
                 self.procs[name].stop()

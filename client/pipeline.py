@@ -1,7 +1,8 @@
 """YAML pipelines: load, check every field, and turn them into a submission.
 
 A pipeline is a map: ``name`` (required), ``project`` (true ships the pipeline's folder as an archive),
-``agent_run_id`` (groups several runs) and ``jobs``, a list of job maps. A job's keys, their types, checks
+``agent_run_id`` (groups several runs), ``schedule`` (a cron block for `titan schedule add`, see
+:mod:`titan_zmq.cron`; `titan run` ignores it) and ``jobs``, a list of job maps. A job's keys, their types, checks
 and defaults are those of the job schema, :class:`titan_zmq.jobspec.JobSpec` (its user fields; README.md's
 YAML reference documents each one); ``file`` is relative to the YAML file, and is shipped inline or, in
 project mode, as a path in the archive.
@@ -26,7 +27,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node
 
 from client.job import inline_script
-from titan_zmq import defaults
+from titan_zmq import cron, defaults
 from titan_zmq.errors import InvalidRequest, PipelineError
 from titan_zmq.jobspec import JobSpec, check_job_count, check_name, parse_job, schema, validate_dag
 
@@ -35,7 +36,7 @@ try:
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader
 
-TOP_FIELDS = {"name": str, "project": bool, "agent_run_id": str, "jobs": list}
+TOP_FIELDS = {"name": str, "project": bool, "agent_run_id": str, "jobs": list, "schedule": dict}
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -70,6 +71,7 @@ class Pipeline:
     agent_run_id: str | None = None
     project: bytes | None = None  # tar.gz of the pipeline folder in project mode
     path: Path | None = None
+    schedule: dict[str, Any] | None = None  # the checked `schedule:` block (`titan schedule add`), if any
 
     def submission(self) -> dict[str, Any]:
         body: dict[str, Any] = {"name": self.name, "jobs": self.jobs}
@@ -138,7 +140,9 @@ def parse(doc: Any, base: Path, path: Path | None = None, spec: type[JobSpec] = 
         for wire in jobs:
             if "file" in wire:
                 wire["project"] = blob_id
-    return Pipeline(name=doc["name"], jobs=jobs, agent_run_id=doc.get("agent_run_id"), project=archive, path=path)
+    schedule = cron.parse_options(doc["schedule"]).to_wire() if "schedule" in doc else None
+    return Pipeline(name=doc["name"], jobs=jobs, agent_run_id=doc.get("agent_run_id"), project=archive, path=path,
+                    schedule=schedule)
 
 
 def _check_top(doc: Any) -> list[Any]:

@@ -114,3 +114,15 @@ SERVICE_BACKOFF = 1.0  # seconds before the first restart; doubles with each exi
 SERVICE_BACKOFF_MAX = 60.0  # ...up to this
 HEALTH_INTERVAL = 0.1  # seconds between health checks while a service is STARTING
 HEALTH_TIMEOUT = 1.0  # seconds one health check may take (connect, HTTP answer, command)
+
+# Schedules (cron) and elastic workers
+SCHEDULE_HISTORY = 20  # recent fires (and skips) kept per schedule
+CATCHUP_MAX = 100  # catchup: all runs at most this many missed ticks (the newest); the rest are logged as dropped
+SCHEDULE_QUEUE_MAX = 10  # overlap: queue keeps at most this many ticks waiting for the previous run
+LAUNCH_MAX_SILENCE = 120.0  # a worker the broker launched exits once the broker was silent this long
+SCALE_UP_AFTER = 2.0  # autoscaler: jobs waited this long with no free slot -> launch a worker
+IDLE_TIMEOUT = 45.0  # autoscaler: an ephemeral worker idle this long is drained (never below the pool's min)
+AUTOSCALE_INTERVAL = 0.5  # autoscaler: seconds between looks at the broker's figures
+LAUNCH_TIMEOUT = 20.0  # autoscaler: a launched worker not registered after this long counts as a failed launch
+LAUNCH_BACKOFF_MAX = 60.0  # autoscaler: failed launches back off 1 s, 2 s, 4 s ... up to this
+AUTOSCALE_DECISIONS = 50  # the broker keeps this many of the autoscaler's latest decisions (stats, UI)

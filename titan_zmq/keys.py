@@ -9,6 +9,8 @@ from anybody else), the client (which may read it) and the benchmarks. All value
     blob/<sha256>             a project archive
     asset/<name>              an uploaded file or artifact: its manifest (id, size, sha256, pieces)
     chunk/<upload_id>/<n>     the pieces of an asset, written by the broker as an upload goes
+    sched/<name>              a schedule: its cron, options, the pipeline it runs, the last tick it fired
+                              for and its recent runs (one record, written with the run a tick fires)
     quarantine/<key>          a journal record the broker could not read at start-up, moved here with
                               its value (logged; never read back: inspect it, then delete it)
     anything else             the users' shared KV and sets
@@ -22,8 +24,9 @@ JOB = "job/"
 BLOB = "blob/"
 ASSET = "asset/"
 CHUNK = "chunk/"
+SCHEDULE = "sched/"
 QUARANTINE = "quarantine/"  # not reserved: nothing reads it back, and operators clear it with ordinary tools
-RESERVED = (RUN, SPEC, JOB, BLOB, CHUNK)  # the broker's prefixes: anybody may read them, only the broker writes
+RESERVED = (RUN, SPEC, JOB, BLOB, CHUNK, SCHEDULE)  # the broker's prefixes: anybody may read them, only the broker writes
 
 
 def run_key(run_id: str) -> str:
@@ -48,6 +51,10 @@ def asset_key(name: str) -> str:
 
 def chunk_key(upload_id: str, index: int) -> str:
     return f"{CHUNK}{upload_id}/{index:08d}"
+
+
+def schedule_key(name: str) -> str:
+    return f"{SCHEDULE}{name}"
 
 
 def quarantine_key(key: str) -> str:

@@ -79,6 +79,15 @@ class Op(IntEnum):
     KV_KEYS = 0x67  # keys (and set names) by prefix
     KV_BATCH = 0x68  # several mutations applied and journaled as one unit
     KV_COMPACT = 0x69  # rewrite the append-only file
+    SCHEDULE_ADD = 0x70  # client -> broker: create or replace a schedule (cron + the pipeline it runs)
+    SCHEDULE_LIST = 0x71  # client -> broker: every schedule with its next fire time and recent runs
+    SCHEDULE_SET = 0x72  # client -> broker: pause or resume a schedule
+    SCHEDULE_REMOVE = 0x73  # client -> broker: delete a schedule (its runs stay)
+    SCHEDULE_RUN_NOW = 0x74  # client -> broker: fire a schedule once, now
+    WORKER_DRAIN = 0x75  # client -> broker -> worker: no new jobs; exit 0 once the running ones are done
+    WORKER_STOP = 0x76  # client -> broker -> worker: drain and exit, or (now) kill its jobs (re-queued) and exit
+    WORKER_LAUNCH = 0x77  # client -> broker: start a new worker process (on the broker's host, or on a worker)
+    AUTOSCALE_REPORT = 0x78  # autoscaler -> broker: its pools and decisions (shown in stats and the UI)
 
 
 class Flag(IntFlag):

@@ -44,11 +44,14 @@ from titan_zmq.cli_common import check_exposure, insecure_option, on_stop_signal
               help="POST a JSON event here for gate_pending, gate_decided and run_finished (repeatable; the env "
                    "var takes several URLs separated by spaces). Retried with backoff for up to an hour; never "
                    "blocks the scheduler.")
+@click.option("--worker-workspace", envvar="TITAN_LAUNCH_WORKSPACE", show_envvar=True, default=None,
+              help="Workspace of the workers this broker launches (`titan worker launch`); default <data-dir>/work.")
 @insecure_option
 @click.option("--log-level", envvar="TITAN_LOG_LEVEL", show_envvar=True, default="INFO")
 def main(bind: str, pub: str, store: str, data_dir: str, heartbeat_interval: float, liveness: int,
          retry_backoff: float, max_body: int, store_timeout: float, max_asset_bytes: int, retain: str,
-         retain_runs: int, max_log_bytes: int, notify_urls: tuple[str, ...], insecure: bool, log_level: str) -> None:
+         retain_runs: int, max_log_bytes: int, notify_urls: tuple[str, ...], worker_workspace: str | None,
+         insecure: bool, log_level: str) -> None:
     """Run the titan broker: schedules jobs and DAGs onto workers."""
     try:
         max_age = parse_duration(retain)
@@ -63,7 +66,7 @@ def main(bind: str, pub: str, store: str, data_dir: str, heartbeat_interval: flo
     broker = Broker(bind=bind, pub=pub, store=store, data_dir=data_dir, heartbeat_interval=heartbeat_interval,
                     liveness=liveness, retry_backoff=retry_backoff, max_body=max_body, store_timeout=store_timeout,
                     max_asset=max_asset_bytes, exposed=exposed, retain=max_age, retain_runs=retain_runs or None,
-                    max_log_bytes=max_log_bytes, notify_urls=notify_urls)
+                    max_log_bytes=max_log_bytes, notify_urls=notify_urls, worker_workspace=worker_workspace)
     on_stop_signals(broker.interrupt)
     broker.serve()
 

@@ -160,8 +160,8 @@ class ClientApi:
         return reply(msg, {"runs": [r.summary() for r in runs], "next": nxt}, Op.DATA)
 
     def on_list_workers(self, identity: bytes, msg: Message) -> bytes:
-        out = [conn.describe([[k.run_id, k.job_id] for k in self.sched.running_on(conn.name)])
-               for conn in self.registry.by_name.values()]
+        out = [{**conn.describe([[k.run_id, k.job_id] for k in self.sched.running_on(conn.name)]),
+                "draining": self.sched.draining(conn.name)} for conn in self.registry.by_name.values()]
         return reply(msg, {"workers": out}, Op.DATA)
 
     def on_get_logs(self, identity: bytes, msg: Message) -> bytes:

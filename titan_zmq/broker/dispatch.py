@@ -35,6 +35,7 @@ class WorkerSlots:
     order: int  # registration order, the tie-break among equally loaded workers
     running: set[AttemptKey] = field(default_factory=set)
     finishing: set[AttemptKey] = field(default_factory=set)  # over, outcome not yet received
+    draining: bool = False  # leaving: gets no new attempts (its running ones finish)
 
     @property
     def free(self) -> int:
@@ -83,6 +84,15 @@ class ReadyQueues:
         entry, heap, worker = best
         heapq.heappop(heap)
         return entry, worker
+
+    def live_entries(self) -> list[tuple[str | None, Entry]]:
+        """Every live entry with its capability heap (None: pinned to a worker); O(queued)."""
+        out: list[tuple[str | None, Entry]] = []
+        for cap, heap in self.by_cap.items():
+            out += [(cap, e) for e in heap if self.is_live(e)]
+        for heap in self.pinned.values():
+            out += [(None, e) for e in heap if self.is_live(e)]
+        return out
 
     def _head(self, heap: list[Entry]) -> Entry | None:
         while heap and not self.is_live(heap[0]):

@@ -56,6 +56,7 @@ class JobRecord:
     service: dict[str, Any] | None = None  # a READY service's address: host, port, pid, ready_at (services.py)
     restarts: int = 0  # a service's restarts after an exit (titan restart and re-placements not counted)
     queue_seq: int = 0  # FIFO order among equal priorities; identifies the live queue entry
+    queued_at: float | None = None  # when it last became QUEUED (not journaled: a restart counts from then)
     children: list[str] = field(default_factory=list)
 
     def state_dict(self) -> dict[str, Any]:
@@ -141,6 +142,8 @@ class RunRecord:
     agent_run_id: str | None = None
     state: RunState = RunState.RUNNING
     finished_at: float | None = None
+    schedule: str | None = None  # the schedule that fired this run, if any
+    tick: float | None = None  # the cron tick it was fired for (a run-now: the time it was asked for)
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     open_jobs: int = 0  # jobs not yet terminal
     failed: int = 0  # jobs ended DEAD or SKIPPED
@@ -150,6 +153,7 @@ class RunRecord:
         return {
             "run_id": self.run_id, "name": self.name, "agent_run_id": self.agent_run_id,
             "state": self.state.value, "created_at": self.created_at, "finished_at": self.finished_at,
+            "schedule": self.schedule, "tick": self.tick,
         }
 
     def summary(self) -> dict[str, Any]:

@@ -163,7 +163,7 @@ STATE_TYPES: dict[str, tuple[type, ...]] = {
 STATE_FIELDS = frozenset(JOB_STATE_FIELDS)
 META_TYPES: dict[str, tuple[type, ...]] = {
     "name": STR_OR_NONE, "agent_run_id": STR_OR_NONE, "created_at": NUMBER_OR_NONE,
-    "finished_at": NUMBER_OR_NONE, "state": STR_OR_NONE,
+    "finished_at": NUMBER_OR_NONE, "state": STR_OR_NONE, "schedule": STR_OR_NONE, "tick": NUMBER_OR_NONE,
 }
 
 
@@ -229,7 +229,7 @@ def _stitch(run_id: str, run: _Run) -> RunRecord | None:
         return None
     record = RunRecord(run_id=run_id, name=meta.get("name") or run_id, created_at=meta.get("created_at") or 0.0,
                        agent_run_id=meta.get("agent_run_id"), state=RunState(meta.get("state") or "RUNNING"),
-                       finished_at=meta.get("finished_at"))
+                       finished_at=meta.get("finished_at"), schedule=meta.get("schedule"), tick=meta.get("tick"))
     for seq, (_, spec) in enumerate(ordered):
         rec = JobRecord(run_id=run_id, spec=spec, seq=seq)
         state = run.states.get(spec.id)

@@ -25,7 +25,8 @@ class WorkerConn:
     def describe(self, running: list[list[str]]) -> dict[str, Any]:
         return {
             "id": self.name, "host": self.host, "pid": self.pid, "capabilities": self.caps,
-            "slots": self.slots, "permanent": self.permanent, "registered_at": self.registered_at,
+            "slots": self.slots, "permanent": self.permanent, "kind": "permanent" if self.permanent else "ephemeral",
+            "registered_at": self.registered_at,
             "last_seen": self.last_seen, "running": running,
         }
 

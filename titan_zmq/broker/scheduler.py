@@ -33,6 +33,7 @@ from titan_zmq.broker.agents import AgentRuns
 from titan_zmq.broker.dispatch import Entry, ReadyQueues, WorkerSlots
 from titan_zmq.broker.gates import Gates, Hooks, Notice
 from titan_zmq.broker.records import JobRecord, RunOrder, RunRecord
+from titan_zmq.capabilities import tag
 from titan_zmq.errors import InvalidRequest, NotFound
 from titan_zmq.jobspec import JobSpec, validate_dag
 from titan_zmq.states import ACTIVE_JOB_STATES, FAILED_JOB_STATES, JobState, RunState
@@ -189,6 +190,35 @@ class Scheduler:
                     counts[rec.spec.requirement] = counts.get(rec.spec.requirement, 0) + 1
         return counts
 
+    def queue_figures(self, now: float) -> dict[str, dict[str, float | int]]:
+        """Per capability: jobs queued, how long the oldest has waited, and the slots of the capable
+        workers that take new jobs (all and free). What the autoscaler reads (``titan stats``)."""
+        out: dict[str, dict[str, float | int]] = {}
+
+        def row(cap: str) -> dict[str, float | int]:
+            return out.setdefault(cap, {"queued": 0, "oldest_wait": 0.0, "slots": 0, "free_slots": 0, "workers": 0})
+
+        for _cap, entry in self.ready.live_entries():
+            rec = self.runs[entry[2]].jobs[entry[3]]
+            r = row(rec.spec.requirement)
+            r["queued"] += 1
+            r["oldest_wait"] = max(r["oldest_wait"], now - (rec.queued_at if rec.queued_at is not None else now))
+        for w in self.workers.values():
+            if w.draining:
+                continue
+            for cap in w.caps:
+                if cap.startswith("@"):
+                    continue
+                r = row(cap)
+                r["workers"] += 1
+                r["slots"] += w.slots
+                r["free_slots"] += max(0, w.free)
+        return out
+
+    def draining(self, worker: str) -> bool:
+        w = self.workers.get(worker)
+        return w is not None and w.draining
+
     def queued_count(self) -> int:
         return sum(1 for r in self.runs.values() for j in r.jobs.values() if j.state is JobState.QUEUED)
 
@@ -235,13 +265,16 @@ class Scheduler:
     # ---- events ----------------------------------------------------------------------------
 
     def submit(
-        self, run_id: str, name: str, jobs: list[JobSpec], now: float, agent_run_id: str | None = None
+        self, run_id: str, name: str, jobs: list[JobSpec], now: float, agent_run_id: str | None = None,
+        schedule: str | None = None, tick: float | None = None,
     ) -> list[Action]:
-        """A new run. The caller validated the specs; this checks the DAG as a whole."""
+        """A new run (``schedule`` and ``tick``: fired by that schedule for that cron tick). The caller
+        validated the specs; this checks the DAG as a whole."""
         if run_id in self.runs:
             raise InvalidRequest(f"run id {run_id!r} already exists")
         validate_dag(jobs)
-        run = RunRecord(run_id=run_id, name=name, agent_run_id=agent_run_id, created_at=now)
+        run = RunRecord(run_id=run_id, name=name, agent_run_id=agent_run_id, created_at=now, schedule=schedule,
+                        tick=tick)
         self.runs[run_id] = run
         self.order.add(run_id)
         self.agents.add(run)
@@ -257,7 +290,7 @@ class Scheduler:
 
     def register_worker(
         self, name: str, caps: Iterable[str], slots: int, now: float,
-        running: Iterable[AttemptKey] = (), done: Iterable[AttemptKey] = (),
+        running: Iterable[AttemptKey] = (), done: Iterable[AttemptKey] = (), draining: bool = False,
     ) -> list[Action]:
         """A worker (re)registered, reporting the attempts it runs and those it finished but whose
         outcome the broker has not acknowledged.  Running attempts the broker still wants are adopted;
@@ -267,7 +300,9 @@ class Scheduler:
         # reports are adopted below, the rest re-queued; nothing it still runs is run twice
         if self.workers.pop(name, None) is not None:
             self._unpin(name)  # its capabilities may have changed
-        w = WorkerSlots(name=name, caps=frozenset(caps), slots=max(1, int(slots)), order=next(self._worker_order))
+        # "@NAME" is every worker's own tag: a job asking for it runs there (`titan worker launch --on`)
+        w = WorkerSlots(name=name, caps=frozenset([*caps, tag(f"@{name}")]), slots=max(1, int(slots)), order=next(self._worker_order),
+                        draining=draining)
         self.workers[name] = w
         self.ready.add_worker(name)
         running, done = [AttemptKey(*k) for k in running], [AttemptKey(*k) for k in done]
@@ -386,10 +421,21 @@ class Scheduler:
                 gone.append(run)
         return gone
 
-    def worker_lost(self, name: str, now: float) -> list[Action]:
-        """A worker died or was cut off: its attempts go back to the queue (attempt + 1 on dispatch)."""
+    def worker_lost(self, name: str, now: float, outcome: str = "LOST") -> list[Action]:
+        """A worker died, was cut off or was stopped (``outcome`` STOPPED): its attempts go back to the
+        queue (attempt + 1 on dispatch, no retry used)."""
         if name in self.workers:
-            self._drop_worker(name, now)
+            self._drop_worker(name, now, outcome)
+        return self._flush(now)
+
+    def drain_worker(self, name: str, now: float) -> list[Action]:
+        """The worker takes no new attempts from now on; the ones it runs finish (drain, stop)."""
+        w = self.workers.get(name)
+        if w is None:
+            raise NotFound(f"no worker {name!r} is registered")
+        if not w.draining:
+            w.draining = True
+            self._unpin(name)  # jobs waiting for it (affinity) go to any capable worker
         return self._flush(now)
 
     def job_started(self, name: str, key: AttemptKey, now: float) -> list[Action]:
@@ -611,6 +657,7 @@ class Scheduler:
             self.gates.open(run, rec, now)
             return
         rec.queue_seq = next(self._seq)
+        rec.queued_at = now
         entry: Entry = (-rec.spec.priority, rec.queue_seq, run.run_id, rec.spec.id)
         pin = services.restart_worker(rec, self.workers) or self._affinity_worker(run, rec)
         self.ready.push(entry, rec.spec.requirement, pin)
@@ -622,7 +669,7 @@ class Scheduler:
             return None
         name = run.jobs[rec.spec.depends_on[0]].worker
         w = self.workers.get(name) if name else None
-        return name if w is not None and rec.spec.requirement in w.caps else None
+        return name if w is not None and not w.draining and rec.spec.requirement in w.caps else None
 
     def _is_queued_entry(self, entry: Entry) -> bool:
         _, qseq, run_id, job_id = entry
@@ -636,7 +683,7 @@ class Scheduler:
     def _dispatch(self, now: float) -> None:
         """Fill every free slot with the best queued job it can take (see :mod:`.dispatch`)."""
         while True:
-            free = [w for w in self.workers.values() if w.free > 0]
+            free = [w for w in self.workers.values() if w.free > 0 and not w.draining]
             picked = self.ready.pop_next(free) if free else None
             if picked is None:
                 return
@@ -681,13 +728,13 @@ class Scheduler:
         rec = self._live(key, name)
         return rec if rec is not None and rec.worker == name else None
 
-    def _drop_worker(self, name: str, now: float) -> None:
+    def _drop_worker(self, name: str, now: float, outcome: str = "LOST") -> None:
         w = self.workers.pop(name)
         self._unpin(name)
         for key in w.running | w.finishing:
             rec = self._current(name, key)
             if rec is not None:
-                self._requeue(self.runs[key.run_id], rec, now, "LOST")
+                self._requeue(self.runs[key.run_id], rec, now, outcome)
 
     def _unpin(self, name: str) -> None:
         """Jobs waiting for this worker (affinity) fall back to any capable worker."""

@@ -24,6 +24,7 @@ from titan_zmq.broker.api import ClientApi
 from titan_zmq.broker.assets import Assets
 from titan_zmq.broker.blobs import BlobCache
 from titan_zmq.broker.commit import GroupCommit, Held
+from titan_zmq.broker.elastic import Elastic
 from titan_zmq.broker.gates import RUN_FINISHED, Notice
 from titan_zmq.broker.logs import LogStore
 from titan_zmq.broker.notify import Notifier
@@ -31,6 +32,7 @@ from titan_zmq.broker.publisher import EventPublisher
 from titan_zmq.broker.registry import WorkerRegistry
 from titan_zmq.broker.retention import Policy, Retention
 from titan_zmq.broker.scheduler import RunFinished, Scheduler
+from titan_zmq.broker.timetable import Timetable
 from titan_zmq.broker.worker_link import WorkerLink
 from titan_zmq.errors import ErrorCode, ProtocolError, StoreUnavailable, TitanError
 from titan_zmq.protocol import Handler, Op, decode, encode, error, error_for
@@ -41,6 +43,15 @@ from titan_zmq.store.client import StoreClient
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 2000  # messages handled per loop iteration before the journal is flushed
+
+
+def local_address(bind: str) -> str:
+    """The address a process on this host connects to, for a bound address (a wildcard means loopback)."""
+    scheme, _, rest = bind.partition("://")
+    host, _, port = rest.rpartition(":")
+    if host in ("*", "0.0.0.0", "[::]", "::", ""):
+        host = "127.0.0.1"
+    return f"{scheme}://{host}:{port}"
 
 
 class Stopping(BaseException):
@@ -68,6 +79,7 @@ class Broker:
         retain_runs: int | None = defaults.RETAIN_RUNS,
         max_log_bytes: int = defaults.MAX_LOG_BYTES,
         notify_urls: list[str] | tuple[str, ...] = (),
+        worker_workspace: str | Path | None = None,
     ):
         self.bind_addr, self.pub_addr = bind, pub
         self.data_dir = Path(data_dir)
@@ -101,7 +113,12 @@ class Broker:
                                self.counters, hello=lambda: {"pub": self.pub_addr, "store": self.store.addr})
         self.api = ClientApi(self.sched, self.registry, self.journal, self.store, self.logs, blobs,
                              stats=self.stats, stop=self.stop, assets=Assets(self.store, max_asset))
-        self.handlers: dict[Op, Handler] = {**self.api.handlers(), **self.link.handlers()}
+        self.timetable = Timetable(self.sched, self.journal, blobs)
+        self.elastic = Elastic(self.sched, self.registry, self.journal, self.send, lambda: local_address(self.bind_addr),
+                               Path(worker_workspace) if worker_workspace else self.data_dir / "work",
+                               self.data_dir / "launched")
+        self.handlers: dict[Op, Handler] = {**self.api.handlers(), **self.link.handlers(),
+                                            **self.timetable.handlers(), **self.elastic.handlers()}
 
     # ---- loop ------------------------------------------------------------------------------
 
@@ -151,6 +168,7 @@ class Broker:
                     reader = StoreClient(self.store.addr, timeout=defaults.RECOVERY_PAGE_TIMEOUT)
                     try:
                         runs = recovery.load_runs(reader)
+                        self.timetable.load(reader)
                     finally:
                         reader.close()
                 except StoreUnavailable:
@@ -165,6 +183,7 @@ class Broker:
             self.loading = False
             gc.enable()
         gc.freeze()  # what was loaded is long-lived: later collections need not walk it again
+        self.timetable.started(time.time())  # cron ticks that came due before now were missed
         running = sum(1 for r in runs for j in r.jobs.values() if j.state is JobState.RUNNING)
         if running:
             self.unclaimed_deadline = now + defaults.RESTORE_GRACE
@@ -245,10 +264,14 @@ class Broker:
         if self.journal.pending:
             wake = min(wake, now + defaults.STORE_RETRY_INTERVAL)
         wake = min(wake, self._next_retention)
+        cron = self.timetable.next_due()
+        if cron is not None:
+            wake = min(wake, cron)
         return max(0, int((wake - now) * 1000) + 1)
 
     def _timers(self, now: float) -> None:
         self.journal.apply(self.sched.tick(now))
+        self.timetable.tick(now)
         if self.unclaimed_deadline is not None and now >= self.unclaimed_deadline:
             self.unclaimed_deadline = None
             self.journal.apply(self.sched.requeue_unclaimed(now))
@@ -261,6 +284,7 @@ class Broker:
             self.send(conn.identity, encode(Op.HEARTBEAT, {}))
         if now - self._last_tick >= self.interval:
             self._last_tick = now
+            self.elastic.reap()
             tick: events.HeartbeatEvent = {"time": now, "workers": len(self.registry)}
             self.publisher.publish(events.HEARTBEAT, dict(tick))
 
@@ -302,6 +326,8 @@ class Broker:
             "pub": self.pub_addr, "insecure": bool(self.exposed), "exposed": self.exposed,
             "events_dropped": self.publisher.dropped, **self.counters, **self.logs.health(),
             "gates_pending": states.get(JobState.AWAITING_APPROVAL.value, 0), **self.notifier.stats(),
+            "queues": self.sched.queue_figures(time.time()), "schedules": len(self.timetable.schedules),
+            **self.elastic.stats(),
         }
 
     def stop(self) -> None:

@@ -75,7 +75,8 @@ class WorkerLink:
             log.info("worker %s reconnected (new socket)", conn.name)
         self.journal.apply(self.sched.register_worker(
             conn.name, conn.caps, conn.slots, now,
-            attempts_from_wire(msg.field("running", list, [])), attempts_from_wire(msg.field("done", list, []))))
+            attempts_from_wire(msg.field("running", list, [])), attempts_from_wire(msg.field("done", list, [])),
+            draining=msg.body.get("draining") is True))
         log.info("worker %s registered: host=%s caps=%s slots=%d", conn.name, conn.host, conn.caps, conn.slots)
         return reply(msg, {"name": conn.name, "interval": self.registry.interval, "liveness": self.registry.liveness})
 
@@ -154,15 +155,17 @@ class WorkerLink:
     def on_disconnect(self, identity: bytes, msg: Message) -> bytes | None:
         conn = self.registry.by_identity.get(identity)
         if conn is not None:
-            log.info("worker %s disconnected", conn.name)
-            self.lose(conn, time.time())
+            stopped = msg.body.get("reason") == "stopped"
+            log.info("worker %s disconnected%s", conn.name, " (stopped)" if stopped else "")
+            self.lose(conn, time.time(), "STOPPED" if stopped else "LOST")
         return None
 
-    def lose(self, conn: WorkerConn, now: float) -> None:
-        """A worker left or fell silent: its attempts go back to the queue (unless it reconnected)."""
+    def lose(self, conn: WorkerConn, now: float, outcome: str = "LOST") -> None:
+        """A worker left, was stopped or fell silent: its attempts go back to the queue (unless it
+        reconnected)."""
         self.registry.remove(conn)
         if conn.name not in self.registry.by_name:
-            self.journal.apply(self.sched.worker_lost(conn.name, now))
+            self.journal.apply(self.sched.worker_lost(conn.name, now, outcome))
 
     # ---- sends -------------------------------------------------------------------------------
 

@@ -40,17 +40,21 @@ from titan_zmq.worker.workspace import Limits
 @click.option("--keep-failed", envvar="TITAN_KEEP_FAILED", show_envvar=True, type=click.FloatRange(min=0),
               default=defaults.KEEP_FAILED_HOURS,
               help="Hours a failed attempt's workspace is kept (under <workspace>/failed); 0 = not kept.")
+@click.option("--max-silence", envvar="TITAN_WORKER_MAX_SILENCE", show_envvar=True, type=click.FloatRange(min=0),
+              default=0.0, help="Exit once the broker has been silent this many seconds (0 = never; workers the "
+                                "broker launches get this, so none outlives its broker for long).")
 @click.option("--log-level", envvar="TITAN_LOG_LEVEL", show_envvar=True, default="INFO")
 def main(broker: str, capabilities: tuple[str, ...], slots: int, permanent: bool, workspace: str,
          name: str | None, heartbeat_interval: float, liveness: int, max_archive_bytes: int,
-         max_extracted_bytes: int, max_unpack_ratio: float, keep_failed: float, log_level: str) -> None:
+         max_extracted_bytes: int, max_unpack_ratio: float, keep_failed: float, max_silence: float,
+         log_level: str) -> None:
     """Run a titan worker: runs the jobs the broker sends it."""
     setup_logging(log_level)
     private_dirs(Path(workspace), umask=False)  # 0700: jobs keep the usual umask for what they write inside
     limits = Limits(archive=max_archive_bytes, extracted=max_extracted_bytes, ratio=max_unpack_ratio)
     agent = WorkerAgent(broker=broker, capabilities=list(capabilities), slots=slots, permanent=permanent,
                         workspace=workspace, name=name, heartbeat_interval=heartbeat_interval, liveness=liveness,
-                        limits=limits, keep_failed_hours=keep_failed)
+                        limits=limits, keep_failed_hours=keep_failed, max_silence=max_silence)
     on_stop_signals(agent.stop)
     agent.serve()
 

@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -62,6 +63,7 @@ class WorkerAgent:
         liveness: int = defaults.HEARTBEAT_LIVENESS,
         limits: Limits | None = None,
         keep_failed_hours: float = defaults.KEEP_FAILED_HOURS,
+        max_silence: float = 0.0,
     ):
         self.broker = broker
         self.caps = normalise(capabilities or [])
@@ -93,6 +95,9 @@ class WorkerAgent:
         self._polled_fds: set[int] = set()
         self._poller_sock: sockets.Socket | None = None
         self.running = True
+        self.draining = False  # told to drain: takes no new attempts, exits 0 once the running ones are reported
+        self.stopped = False  # told to stop now: the broker re-queues what it ran (DISCONNECT says so)
+        self.max_silence = max_silence  # exit once the broker was silent this long (0: never; launched workers)
         self.last_recv = self.last_sent = 0.0
         self.reconnect_delay = defaults.RECONNECT_MIN
         self.next_connect = 0.0
@@ -103,6 +108,8 @@ class WorkerAgent:
             Op.ACK: self.on_ack,
             Op.ERROR: self.on_error,
             Op.RUN_FINISHED: self.on_run_finished,
+            Op.WORKER_DRAIN: self.on_drain,
+            Op.WORKER_STOP: self.on_stop,
         }
 
     # ---- link ------------------------------------------------------------------------------
@@ -117,7 +124,7 @@ class WorkerAgent:
         self.last_recv = now
         self.send(Op.REGISTER, {
             "name": self.name, "host": self.host, "pid": os.getpid(), "caps": self.caps, "slots": self.slots,
-            "permanent": self.permanent,
+            "permanent": self.permanent, "draining": self.draining,
             "running": [list(k) for k in [*self.executor.running(), *self.preparing] if k not in self.outbox],
             "done": [list(k) for k in self.outbox],
         })
@@ -200,6 +207,7 @@ class WorkerAgent:
             self.send(Op.HEARTBEAT, {})
         if now >= self.next_reap:
             self._housekeeping(now)
+        self._maybe_leave(now)
         if now - self.last_recv > self.interval * self.liveness and now >= self.next_connect:
             log.warning("broker silent for %.1fs: reconnecting", now - self.last_recv)
             self.next_connect = now + self.reconnect_delay
@@ -231,6 +239,16 @@ class WorkerAgent:
         att = self.executor.attempts.get(key)
         if att is not None and att.exit_code is None:
             self.send(Op.SERVICE_READY, {**key.fields(), "port": port, "pid": att.pid})
+
+    def _maybe_leave(self, now: float) -> None:
+        """A drained worker leaves once nothing runs and every outcome is acknowledged (journaled);
+        a launched worker leaves once its broker has been gone for ``max_silence``."""
+        if self.draining and not (self.executor.attempts or self.preparing or self.outbox or self.backlog):
+            log.info("drained: nothing left to run or report; exiting")
+            self.stop()
+        elif self.max_silence and now - self.last_recv > self.max_silence:
+            log.warning("broker silent for %.0fs (--max-silence): exiting", now - self.last_recv)
+            self.stop()
 
     def _housekeeping(self, now: float) -> None:
         """Once a second: orphans of dead workers, processes jobs left behind; now and then, old failed workspaces."""
@@ -392,6 +410,7 @@ class WorkerAgent:
             "TITAN_BROKER": self.broker, "TITAN_RUN_ID": key.run_id, "TITAN_JOB_ID": key.job_id,
             "TITAN_ATTEMPT": str(key.attempt), "TITAN_SHARED_DIR": str(self.workspace.shared_dir(key.run_id)),
             "TITAN_WORKSPACE": str(cwd), "TITAN_WORKER": self.name, "PYTHONUNBUFFERED": "1",
+            "TITAN_PYTHON": sys.executable,
         })
         if spec.get("project"):
             env["TITAN_PROJECT_DIR"] = str(self.workspace.run_dir(key.run_id) / "project")
@@ -413,6 +432,19 @@ class WorkerAgent:
             self.ended_runs.add(run_id)
         else:
             self.to_clean.append((run_id, False))
+
+    def on_drain(self, msg: Message) -> None:
+        log.info("draining: no new jobs; exiting once the %d running are done", len(self.executor.attempts))
+        self.draining = True
+
+    def on_stop(self, msg: Message) -> None:
+        """Stop: with ``now``, at once (running attempts are killed, the broker re-queues them); else drain."""
+        if msg.body.get("now") is True:
+            log.info("stopping now: killing %d running attempts", len(self.executor.attempts))
+            self.stopped = True
+            self.stop()
+        else:
+            self.on_drain(msg)
 
     def on_heartbeat(self, msg: Message) -> None:
         if msg.body.get("registered") is False:
@@ -452,7 +484,7 @@ class WorkerAgent:
             time.sleep(0.02)
         if self.sock is not None:
             try:
-                self.send(Op.DISCONNECT, {"name": self.name})
+                self.send(Op.DISCONNECT, {"name": self.name, **({"reason": "stopped"} if self.stopped else {})})
                 time.sleep(0.05)
             except zmq.ZMQError:
                 pass

@@ -6,9 +6,10 @@ import time
 from typing import Any
 
 import plotly.graph_objects as go
-from dash import dcc, html
+from dash import ALL, Input, Output, State, callback, ctx, dcc, html, no_update
 
-from ui import servicefeed
+from titan_zmq.errors import TitanError
+from ui import data, servicefeed
 from ui import widgets as w
 from ui.live import LiveView, register_page
 from ui.model import Model
@@ -33,10 +34,17 @@ def worker_card(worker: dict[str, Any], now: float, services: list[dict[str, Any
     jobs = [html.Li([html.Span(job_id, className="mono job-id"), w.run_link(run_id, run_id)],
                     title=f"{job_id} in run {run_id}", **w.data(run=run_id, job=job_id))
             for run_id, job_id in running]
+    kind = worker.get("kind") or ("permanent" if worker.get("permanent") else "ephemeral")
     return html.Div([
         html.Div([html.Span(worker["id"], className="worker-id"),
                   html.Span(f"{worker.get('host', '?')} · pid {worker.get('pid', '?')}", className="muted")],
                  className="card-head"),
+        html.Div([html.Span(kind, className="kind", **w.data(kind=kind)),
+                  *([html.Span("draining", className="kind draining")] if worker.get("draining") else []),
+                  html.Button("Drain", id={"type": "worker-drain", "worker": worker["id"]}, className="btn btn-sm",
+                              n_clicks=0),
+                  html.Button("Stop", id={"type": "worker-stop", "worker": worker["id"]}, className="btn btn-sm",
+                              n_clicks=0)], className="worker-actions"),
         html.Div([html.Span(tag, className="tag") for tag in worker.get("capabilities") or []], className="tags"),
         w.slots_bar(len(running), slots),
         html.Ul(jobs, className="job-list") if jobs else html.Div("idle", className="muted idle"),
@@ -95,7 +103,52 @@ def render(model: Model, _params: dict[str, Any]) -> list[Any]:
         html.Section([html.H2("Broker"), figures(stats), chart(model)], className="section"),
         html.Section([html.H2(f"Workers ({len(workers)})"), html.Div(cards, className="cards", id="workers")],
                      className="section"),
+        autoscale_section(stats),
     ]
+
+
+def autoscale_section(stats: dict[str, Any]) -> html.Section:
+    """The autoscaler's latest decisions with their reasons (when one reports to this broker)."""
+    decisions = list((stats.get("autoscale") or {}).get("decisions") or [])[-10:]
+    rows = [html.Li(f"{w.clock(d.get('at'))} {d.get('pool')} {d.get('action')} {d.get('worker') or ''}: "
+                    f"{d.get('reason')}", **w.data(action=d.get("action"))) for d in reversed(decisions)]
+    return html.Section([html.H2("Autoscaler"), html.Ul(rows, id="autoscale-decisions") if rows
+                         else w.empty("no autoscaler decisions (titan autoscale / titan up --autoscale)")],
+                        className="section")
+
+
+def launch_form() -> html.Div:
+    """Launch a worker on the broker's host: capabilities (comma-separated) and slots."""
+    return html.Div([
+        dcc.Input(id="launch-caps", placeholder="capabilities (GENERAL)", className="input", debounce=False),
+        dcc.Input(id="launch-slots", type="number", min=1, value=4, className="input input-sm"),
+        html.Button("Launch worker", id="launch-worker", className="btn", n_clicks=0),
+        html.Span(id="cluster-action", className="muted"),
+    ], className="toolbar", id="launch-form")
+
+
+@callback(Output("cluster-action", "children"), Input("launch-worker", "n_clicks"),
+          Input({"type": "worker-drain", "worker": ALL}, "n_clicks"),
+          Input({"type": "worker-stop", "worker": ALL}, "n_clicks"),
+          State("launch-caps", "value"), State("launch-slots", "value"), prevent_initial_call=True)
+def act(_launch: int, _drains: list[int], _stops: list[int], caps: str | None, slots: int | None) -> Any:
+    """The Launch / Drain / Stop buttons, through the UI's one broker link."""
+    trigger = ctx.triggered_id
+    if not trigger or not any(t.get("value") for t in ctx.triggered):
+        return no_update  # a card re-rendered, nobody clicked
+    try:
+        if trigger == "launch-worker":
+            tags = [t.strip() for t in (caps or "").split(",") if t.strip()]
+            out = data.current().call(lambda c: c.launch_worker(tags, slots=int(slots or 4)))
+            return f"launched {out['worker']}"
+        name = str(trigger["worker"])
+        if trigger["type"] == "worker-drain":
+            data.current().call(lambda c: c.drain_worker(name))
+            return f"{name} draining"
+        data.current().call(lambda c: c.stop_worker(name))
+        return f"{name} stopping after its jobs"
+    except TitanError as exc:
+        return f"error: {exc}"
 
 
 view = LiveView("cluster", key=lambda m, _p: [m.version("workers"), m.version("stats"), servicefeed.key()],
@@ -103,4 +156,4 @@ view = LiveView("cluster", key=lambda m, _p: [m.version("workers"), m.version("s
 
 
 def layout(**_query: Any) -> html.Div:
-    return view.layout()
+    return html.Div([launch_form(), view.layout()])
