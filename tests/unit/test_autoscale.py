@@ -8,7 +8,8 @@ import pytest
 
 from client.autoscale import Autoscaler, parse_pool
 from titan_zmq.attempt import AttemptKey
-from titan_zmq.broker.scheduler import Dispatch, Scheduler
+from titan_zmq.broker.actions import Dispatch
+from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.jobspec import parse_job
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from titan_zmq.broker.scheduler import Dispatch, Scheduler
+from titan_zmq.broker.actions import Dispatch
+from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.capabilities import normalise, tag
 from titan_zmq.jobspec import parse_job
 from titan_zmq.worker.agent import WorkerAgent

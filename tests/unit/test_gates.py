@@ -11,9 +11,10 @@ from tests.unit.test_scheduler import Harness, dispatched, of, spec
 from titan_zmq import defaults
 from titan_zmq.attempt import AttemptKey
 from titan_zmq.broker import recovery
+from titan_zmq.broker.actions import Journal, RunFinished
 from titan_zmq.broker.gates import GATE_DECIDED, GATE_PENDING, Notice
 from titan_zmq.broker.records import JOB_STATE_FIELDS, JobRecord, RunRecord
-from titan_zmq.broker.scheduler import Journal, RunFinished, Scheduler
+from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.errors import GateNotPending, InvalidRequest, NotFound
 from titan_zmq.jobspec import JobSpec, expand_gates, parse_job, parse_jobs
 from titan_zmq.protocol import pack

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from titan_zmq.attempt import AttemptKey
+from titan_zmq.broker.actions import Dispatch, Kill
 from titan_zmq.broker.records import RunOrder
 from titan_zmq.broker.retention import Policy, Retention, parse_duration
-from titan_zmq.broker.scheduler import Dispatch, Kill, Scheduler
+from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.errors import NotFound
 from titan_zmq.jobspec import JobSpec
 from titan_zmq.states import RunState

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from titan_zmq.attempt import AttemptKey as K
-from titan_zmq.broker.scheduler import Dispatch, Journal, Kill, RunFinished, Scheduler, backoff
+from titan_zmq.broker.actions import Dispatch, Journal, Kill, RunFinished
+from titan_zmq.broker.scheduler import Scheduler, backoff
 from titan_zmq.errors import InvalidRequest, NotFound
 from titan_zmq.jobspec import JobSpec
 from titan_zmq.states import JobState, RunState

@@ -4,8 +4,9 @@ outcomes in flight, failed sends, refused submissions."""
 from __future__ import annotations
 
 from titan_zmq.attempt import AttemptKey as K
+from titan_zmq.broker.actions import Dispatch, Kill
 from titan_zmq.broker.records import JobRecord, RunRecord
-from titan_zmq.broker.scheduler import Dispatch, Kill, Scheduler
+from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.jobspec import JobSpec
 from titan_zmq.states import JobState as J
 from titan_zmq.states import RunState

@@ -9,7 +9,8 @@ import pytest
 from tests.unit.test_scheduler import Harness, dispatched, of
 from titan_zmq.attempt import AttemptKey as K
 from titan_zmq.broker import services
-from titan_zmq.broker.scheduler import Kill, Scheduler
+from titan_zmq.broker.actions import Kill
+from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.errors import InvalidRequest, NotFound
 from titan_zmq.jobspec import JobSpec
 from titan_zmq.states import JobState, RunState

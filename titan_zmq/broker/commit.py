@@ -17,9 +17,10 @@ from typing import Any
 from titan_zmq import defaults, events
 from titan_zmq.attempt import AttemptKey
 from titan_zmq.broker import journal
+from titan_zmq.broker.actions import Action, Dispatch, Journal, Kill, RunFinished
 from titan_zmq.broker.gates import Notice
 from titan_zmq.broker.publisher import EventPublisher
-from titan_zmq.broker.scheduler import Action, Dispatch, Journal, Kill, RunFinished, Scheduler
+from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.errors import StoreUnavailable
 from titan_zmq.protocol import Flag, Op, encode
 from titan_zmq.store.client import StoreClient

@@ -20,6 +20,7 @@ import zmq
 
 from titan_zmq import defaults, events, sockets
 from titan_zmq.broker import journal, recovery
+from titan_zmq.broker.actions import RunFinished
 from titan_zmq.broker.api import ClientApi
 from titan_zmq.broker.assets import Assets
 from titan_zmq.broker.blobs import BlobCache
@@ -31,7 +32,7 @@ from titan_zmq.broker.notify import Notifier
 from titan_zmq.broker.publisher import EventPublisher
 from titan_zmq.broker.registry import WorkerRegistry
 from titan_zmq.broker.retention import Policy, Retention
-from titan_zmq.broker.scheduler import RunFinished, Scheduler
+from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.broker.timetable import Timetable
 from titan_zmq.broker.worker_link import WorkerLink
 from titan_zmq.errors import ErrorCode, ProtocolError, StoreUnavailable, TitanError

@@ -10,12 +10,13 @@ from typing import Any
 from titan_zmq import defaults, events
 from titan_zmq.attempt import AttemptKey, attempts_from_wire
 from titan_zmq.broker import services
+from titan_zmq.broker.actions import Dispatch, Kill, RunFinished
 from titan_zmq.broker.blobs import BlobCache
 from titan_zmq.broker.commit import GroupCommit, Send
 from titan_zmq.broker.logs import LogStore
 from titan_zmq.broker.publisher import EventPublisher
 from titan_zmq.broker.registry import WorkerConn, WorkerRegistry
-from titan_zmq.broker.scheduler import Dispatch, Kill, RunFinished, Scheduler
+from titan_zmq.broker.scheduler import Scheduler
 from titan_zmq.capabilities import normalise
 from titan_zmq.errors import ErrorCode, InvalidRequest
 from titan_zmq.protocol import Handler, Message, Op, encode, error, reply
