@@ -19,11 +19,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml Makefile
 demo: install
 	$(BIN)/titan demo pipelines/etl/etl.yaml
 
-test: install
-	$(BIN)/pytest -q
+test: install  # three test files at a time: most tests wait on processes, not on the CPU
+	$(BIN)/pytest -q -n 3 --dist loadfile
 
 test-fast: install
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n 3 --dist loadfile -m "not slow"
 
 lint: install
 	$(BIN)/ruff check titan_zmq client ui tests pipelines scripts benchmarks
