@@ -293,7 +293,7 @@ class TitanClient:
 
     def launch_worker(self, capabilities: list[str] | tuple[str, ...] = (), slots: int = defaults.SLOTS,
                       on: str | None = None, name: str | None = None) -> dict[str, Any]:
-        """Start a new (ephemeral) worker on the broker's host, or ``on`` a given worker (as a job there).
+        """Start a new (ephemeral) worker on the broker's host, or ``on`` a given worker (as a service there).
         Returns its name (and pid, or the run that hosts it)."""
         return self._call(Op.WORKER_LAUNCH, {"capabilities": list(capabilities), "slots": slots, "on": on,
                                              "name": name})

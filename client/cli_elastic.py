@@ -160,7 +160,7 @@ def worker_stop(broker: str, worker_id: str, now: bool) -> None:
 @click.option("--capability", "capabilities", multiple=True, help="Capability tag (repeatable; default GENERAL).")
 @click.option("--slots", type=click.IntRange(min=1), default=defaults.SLOTS, show_default=True)
 @click.option("--on", "on", default=None, metavar="WORKER",
-              help="Start it on this worker (as a job there) instead of on the broker's host.")
+              help="Start it on this worker (as a service there) instead of on the broker's host.")
 @click.option("--name", default=None, help="Worker name (default launched-<random>).")
 def worker_launch(broker: str, capabilities: tuple[str, ...], slots: int, on: str | None, name: str | None) -> None:
     """Start a new ephemeral worker; prints its name."""

@@ -117,9 +117,12 @@ def test_launch_adds_a_worker_here_and_on_another_worker(clusters: Any, tmp_path
         wait_until(lambda: "nested1" in [w["id"] for w in c.workers()], timeout=30, what="the worker launched on worker1")
         assert c.submit_job(TitanJob("n", command=["true"], requirement="NESTED")).wait(30)["jobs"]["n"][
             "worker"] == "nested1"
+        hosted = c.status(nested["run_id"])["jobs"]["worker"]
+        assert hosted["type"] == "service" and hosted["state"] == "READY" and hosted["worker"] == "worker1", hosted
         c.drain_worker("nested1")
-        host = c.wait(nested["run_id"], 30)  # the job that ran it ends with it
+        host = c.wait(nested["run_id"], 30)  # the service that ran it ends with it (a clean exit: no restart)
         assert host["state"] == "SUCCEEDED", host
+        assert host["jobs"]["worker"]["attempts"] == 1, host
         c.drain_worker(name)
         pid = w["pid"]
         wait_until(lambda: process_gone(pid), timeout=30, what="the launched worker exiting")

@@ -140,8 +140,9 @@ class Elastic:
         return reply(msg, {"worker": name, "pid": popen.pid, "capabilities": caps, "slots": slots})
 
     def _launch_on(self, on: str, name: str, caps: list[str], slots: int) -> dict[str, Any]:
-        """A job pinned to worker ``on`` that runs a worker until it is drained or stopped (a long-running
-        job until services are in this branch; then it is one)."""
+        """A service pinned to worker ``on`` that runs a worker (the original's "inception" model: workers
+        appear on other hosts without SSH). It restarts if it crashes (``restart: on-failure``) and ends
+        for good when the worker is drained or stopped (a clean exit)."""
         if on not in self.registry.by_name:
             raise NotFound(f"no worker {on!r} is registered")
         args = ["--name", name, "--slots", str(slots)]
@@ -149,8 +150,9 @@ class Elastic:
             args += ["--capability", cap]
         script = 'exec "${TITAN_PYTHON:-python3}" -m titan_zmq.worker --broker "$TITAN_BROKER" ' \
                  '--workspace "$TITAN_WORKSPACE/worker" "$@"'
-        spec: JobSpec = parse_job({"id": "worker", "command": ["sh", "-c", script, "titan-worker", *args],
-                                   "requirement": f"@{on}", "retries": 0}, "launch")
+        spec: JobSpec = parse_job({"id": "worker", "type": "service", "restart": "on-failure", "health": "none",
+                                   "command": ["sh", "-c", script, "titan-worker", *args],
+                                   "requirement": f"@{on}"}, "launch")
         if not self.journal.store_available():
             raise StoreUnavailable("store unavailable: the worker was not launched; retry later")
         run_id = f"launch-{name}"[:60] + f"-{secrets.token_hex(3)}"
