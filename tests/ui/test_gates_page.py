@@ -49,8 +49,13 @@ def test_gates_page_approves_a_waiting_gate_with_a_comment(browser: Any, ui: UiP
     client.wait_for_gate(run.run_id, "release", timeout=30)
     card_sel = f".gate[data-run='{run.run_id}'][data-gate='release']"
 
-    browser.get(ui.url("/gates"))
+    browser.get(ui.url(f"/runs/{run.run_id}"))  # the run page says a gate waits, and where to decide it
+    banner = wait_for(browser, lambda d: next((b for b in css(d, "#gate-banner") if "release" in b.text), None),
+                      "the run page's gate banner naming the gate")
+    assert "1 approval gate waiting: release" in banner.text
+    banner.find_element(By.LINK_TEXT, "decide on the Gates page").click()
     card = wait_for(browser, lambda d: (css(d, card_sel) or [None])[0], "the waiting gate's card")
+    assert "/gates" in browser.current_url
     assert "Release to production?" in card.text
     badge = card.find_element(By.CSS_SELECTOR, ".badge")
     assert badge.get_attribute("data-state") == "AWAITING_APPROVAL"

@@ -61,9 +61,23 @@ def render_head(model: Model, params: dict[str, Any]) -> list[Any]:
             html.Span(f"started {w.clock(run.created_at)}"),
             html.Span(f"duration {w.run_duration(run.created_at, run.finished_at)}"),
         ], className="run-meta muted"),
+        gate_banner(model, run_id, run.counts.get("AWAITING_APPROVAL", 0)),
         w.progress(run.counts, run.jobs),
         w.legend(counts=run.counts),
     ]
+
+
+def gate_banner(model: Model, run_id: str, waiting: int) -> html.Div | None:
+    """Approval gates of this run waiting for a decision, with a link to where they are decided."""
+    if not waiting:
+        return None
+    jobs = model.jobs(run_id) or {}
+    ids = sorted(j for j, job in jobs.items() if job.get("state") == "AWAITING_APPROVAL")
+    return html.Div([
+        html.Strong(f"{waiting} approval gate{'s' if waiting > 1 else ''} waiting"),
+        html.Span(f": {', '.join(ids)}" if ids else ""),
+        " — ", dcc.Link("decide on the Gates page", href=f"/gates?run={run_id}"),
+    ], className="banner gate-banner", id="gate-banner")
 
 
 def head_key(model: Model, params: dict[str, Any]) -> list[Any]:
