@@ -139,7 +139,10 @@ class Workspace:
                 return
             except FileNotFoundError:  # nothing to keep (it never started, or the run dir went)
                 return
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            os.rmdir(path)  # most attempts leave their directory empty: one call, not a tree walk
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
 
     def remove_run(self, run_id: str) -> None:
         """The run ended: its shared directory, project copy and any workspace left go."""
