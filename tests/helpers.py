@@ -139,3 +139,12 @@ BAD_PIPELINES: dict[str, tuple[bytes, str]] = {
     "long-hitl-message": (_job_yaml(f"    hitl_message: {'q' * 5000}\n"), "jobs[0].hitl_message: expected non-empty"),
     "long-requirement": (_job_yaml(f"    requirement: {'G' * 300}\n"), "jobs[0].requirement: expected non-empty"),
 }
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``port`` right now."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import job_state, process_gone, wait_until, write_pipeline
+from tests.helpers import job_state, listening, process_gone, wait_until, write_pipeline
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -51,14 +51,6 @@ print("server said", json.dumps(doc), "via", os.environ["TITAN_SERVICE_SERVER_AD
 def get(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3) as r:
         return dict(json.loads(r.read()))
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def titan(cluster: Any, *args: str) -> subprocess.CompletedProcess[str]:

@@ -3,14 +3,13 @@ their state, and a Services page whose Stop button stops one. Headless Chromium 
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
 
 from client.job import TitanJob
-from tests.helpers import process_gone, wait_until
+from tests.helpers import listening, process_gone, wait_until
 from tests.ui.conftest import UiProcess, screenshot
 from tests.ui.test_pages import css, wait_for
 
@@ -25,14 +24,6 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("", int(os.environ["PORT"])), H).serve_forever()
 """
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def test_a_service_shows_under_its_worker_and_the_stop_button_stops_it(browser: Any, ui: UiProcess,

@@ -22,9 +22,7 @@ class Journal:
 
 
 @dataclass(frozen=True, slots=True)
-class Dispatch:
-    """Send this attempt to this worker."""
-
+class _OnAttempt:
     worker: str
     key: AttemptKey
 
@@ -34,15 +32,13 @@ class Dispatch:
 
 
 @dataclass(frozen=True, slots=True)
-class Kill:
+class Dispatch(_OnAttempt):
+    """Send this attempt to this worker."""
+
+
+@dataclass(frozen=True, slots=True)
+class Kill(_OnAttempt):
     """Kill this attempt's process group on this worker."""
-
-    worker: str
-    key: AttemptKey
-
-    @property
-    def run_id(self) -> str:
-        return self.key.run_id
 
 
 @dataclass(frozen=True, slots=True)
