@@ -125,9 +125,23 @@ class Workspace:
 
     # ---- clean-up (off the loop) ---------------------------------------------------------------
 
+    def _attempt_path(self, run_id: str, job_id: str, attempt: int) -> str:
+        return os.path.join(self.root, "runs", run_id, "attempts", f"{job_id}@{attempt}")
+
+    def remove_if_empty(self, run_id: str, job_id: str, attempt: int) -> bool:
+        """Remove an attempt's workspace if the job left nothing in it (one system call, whatever the job
+        did: cheap enough for the worker's loop); False when there is something to walk or keep."""
+        try:
+            os.rmdir(self._attempt_path(run_id, job_id, attempt))
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
+
     def finish_attempt(self, run_id: str, job_id: str, attempt: int, failed: bool, keep_failed: float) -> None:
         """Remove an attempt's workspace, or move a failed one to ``failed/`` when they are kept."""
-        path = self.run_dir(run_id) / "attempts" / f"{job_id}@{attempt}"
+        path = Path(self._attempt_path(run_id, job_id, attempt))
         if failed and keep_failed > 0:
             dest = self.root / "failed" / run_id / path.name
             try:
