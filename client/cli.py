@@ -14,7 +14,7 @@ import click
 
 from client.api import TitanClient, default_user
 from client.autoscale import parse_pool
-from client.cli_base import broker_option, clean_errors, command, emit_json
+from client.cli_base import broker_option, clean_errors, command, emit_json, when
 from client.cli_elastic import add_commands, autoscale_options
 from client.cluster import LocalCluster
 from client.follow import follow_run
@@ -302,10 +302,6 @@ def cancel(broker: str, run_id: str, job_id: str | None) -> None:
 # ---- approval gates and agent runs ------------------------------------------------------------
 
 
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
-
-
 def _secs(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -329,11 +325,11 @@ def gates(broker: str, run_id: str | None, as_json: bool) -> None:
         click.echo(f"{g['run_id']}  {g['gate_id']}  {g['state']}")
         click.echo(f"    message: {g.get('message') or '-'}")
         if g["decision"] is None:
-            click.echo(f"    waiting since {_when(g['waiting_since'])}, deadline {_when(g['deadline'])}"
+            click.echo(f"    waiting since {when(g['waiting_since'])}, deadline {when(g['deadline'])}"
                        f" (in {_secs(max(0.0, (g['deadline'] or 0) - time.time()))})")
         else:
-            click.echo(f"    {g['decision']} by {g.get('decided_by') or '-'} at {_when(g.get('decided_at'))}"
-                       f" (waited since {_when(g['waiting_since'])})")
+            click.echo(f"    {g['decision']} by {g.get('decided_by') or '-'} at {when(g.get('decided_at'))}"
+                       f" (waited since {when(g['waiting_since'])})")
             if g.get("comment"):
                 click.echo(f"    comment: {g['comment']}")
 
@@ -378,7 +374,7 @@ def agent_runs(broker: str, as_json: bool) -> None:
         return
     for a in items:
         click.echo(f"{a['agent_run_id']:<32} {a['stages']:>3} stages  {a['state']:<10} "
-                   f"{_when(a['first_activity'])} .. {_when(a['last_activity'])}")
+                   f"{when(a['first_activity'])} .. {when(a['last_activity'])}")
 
 
 @command(main, "agent-run")

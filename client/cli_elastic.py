@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
 
 from client.api import TitanClient
 from client.autoscale import Autoscaler, Controller, parse_pool
-from client.cli_base import broker_option, clean_errors, command, emit_json
+from client.cli_base import broker_option, clean_errors, command, emit_json, when
 from titan_zmq import defaults
 from titan_zmq.cli_common import on_stop_signals, setup_logging
-
-
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "—"
 
 
 def pool_option(fn: Any) -> Any:
@@ -74,7 +69,7 @@ def schedule_add(broker: str, pipeline: str, cron: str | None, name: str | None,
     if as_json:
         emit_json(s)
     else:
-        click.echo(f"schedule {s['name']}: {s['cron']} ({s['timezone']}); next {_when(s['next_fire'])}")
+        click.echo(f"schedule {s['name']}: {s['cron']} ({s['timezone']}); next {when(s['next_fire'])}")
 
 
 @command(schedule, "pause")
@@ -92,7 +87,7 @@ def schedule_resume(broker: str, name: str) -> None:
     """Fire NAME again from its next tick."""
     with TitanClient(broker) as c:
         s = c.resume_schedule(name)
-    click.echo(f"schedule {name} resumed; next {_when(s['next_fire'])}")
+    click.echo(f"schedule {name} resumed; next {when(s['next_fire'])}")
 
 
 @command(schedule, "remove")
@@ -126,7 +121,7 @@ def schedules_cmd(broker: str, as_json: bool) -> None:
     click.echo(f"{'NAME':<24} {'CRON':<20} {'STATE':<7} {'NEXT':<20} {'LAST RUN':<44} LAST STATE")
     for s in items:
         click.echo(f"{s['name']:<24} {s['cron']:<20} {'on' if s['enabled'] else 'paused':<7} "
-                   f"{_when(s['next_fire']):<20} {s['last_run'] or '—':<44} {s['last_state'] or '—'}")
+                   f"{when(s['next_fire']):<20} {s['last_run'] or '—':<44} {s['last_state'] or '—'}")
 
 
 # ---- workers -----------------------------------------------------------------------------------
