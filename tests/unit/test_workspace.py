@@ -310,3 +310,70 @@ def test_a_finished_run_leaves_nothing(ws: Workspace) -> None:
     ws.remove_run("r")
     assert not ws.run_dir("r").exists()
     ws.remove_run("never-seen")  # no error
+
+
+# ---- cheap attempt directories (worker/reuse.py) -----------------------------------------------
+
+
+def test_a_released_attempt_directory_is_emptied_and_reused_by_the_runs_next_attempt(ws: Workspace) -> None:
+    _, first = ws.prepare("r", "a", 1, {"file": "x.py", "script": b"print(1)\n"})
+    (first / "out.txt").write_text("result")
+    first_inode = first.stat().st_ino
+    assert ws.release_attempt("r", "a", 1)
+    assert not first.exists()
+    spares = [p.name for p in (ws.root / "runs" / "r" / "attempts").iterdir()]
+    assert len(spares) == 1 and spares[0].startswith("@spare-")  # '@' never starts a job id
+    _, second = ws.prepare("r", "b", 1, {"command": ["true"]})
+    assert second.name == "b@1" and second.stat().st_ino == first_inode  # renamed into place, not made
+    assert list(second.iterdir()) == []  # and empty: nothing of attempt a reaches b
+    _, other = ws.prepare("other-run", "c", 1, {"command": ["true"]})
+    assert other.stat().st_ino != first_inode  # spares stay within their run
+
+
+def test_a_tree_or_many_files_are_not_released_on_the_loop(ws: Workspace) -> None:
+    _, deep = ws.prepare("r", "deep", 1, {"command": ["true"]})
+    (deep / "sub").mkdir()
+    _, many = ws.prepare("r", "many", 1, {"command": ["true"]})
+    for i in range(10):
+        (many / f"f{i}").write_text("x")
+    assert not ws.release_attempt("r", "deep", 1) and deep.exists()  # left for the clean-up thread
+    assert not ws.release_attempt("r", "many", 1) and len(list(many.iterdir())) == 10
+    assert ws.release_attempt("r", "never-ran", 1)  # nothing there: nothing to do
+
+
+def test_spares_per_run_are_bounded_and_go_with_the_run(ws: Workspace) -> None:
+    from titan_zmq.worker.reuse import SPARES_PER_RUN
+
+    for i in range(SPARES_PER_RUN + 5):
+        ws.prepare("r", f"j{i}", 1, {"command": ["true"]})
+    for i in range(SPARES_PER_RUN + 5):
+        assert ws.release_attempt("r", f"j{i}", 1)
+    assert len(list((ws.root / "runs" / "r" / "attempts").iterdir())) == SPARES_PER_RUN
+    ws.remove_run("r")
+    assert not ws.run_dir("r").exists()
+    _, fresh = ws.prepare("r", "late", 1, {"command": ["true"]})  # a forgotten pool hands out nothing stale
+    assert fresh.is_dir()
+
+
+def test_a_script_is_written_once_per_run_and_linked_after(ws: Workspace) -> None:
+    spec = {"file": "job.py", "script": b"print('hi')\n"}
+    _, one = ws.prepare("r", "a", 1, spec)
+    _, two = ws.prepare("r", "b", 1, spec)
+    assert (one / "job.py").read_bytes() == (two / "job.py").read_bytes() == b"print('hi')\n"
+    assert (one / "job.py").stat().st_ino == (two / "job.py").stat().st_ino  # a link, not a second write
+    _, other = ws.prepare("r", "c", 1, {"file": "job.py", "script": b"print('other')\n"})
+    assert (other / "job.py").read_bytes() == b"print('other')\n"  # keyed by content, not by name
+
+
+def test_a_job_that_changes_its_script_does_not_pass_the_change_on(ws: Workspace) -> None:
+    spec = {"file": "job.py", "script": b"print('original')\n"}
+    _, one = ws.prepare("r", "a", 1, spec)
+    _, two = ws.prepare("r", "b", 1, spec)
+    assert (two / "job.py").stat().st_ino == (one / "job.py").stat().st_ino
+    with open(two / "job.py", "r+b") as f:  # the job edits its own file in place, same size
+        f.write(b"print('EDITED!!')\n")
+    _, three = ws.prepare("r", "c", 1, spec)
+    assert (three / "job.py").read_bytes() == b"print('original')\n"
+    assert (three / "job.py").stat().st_ino != (two / "job.py").stat().st_ino
+    _, four = ws.prepare("r", "d", 1, spec)  # the fresh copy is the run's copy from now on
+    assert (four / "job.py").stat().st_ino == (three / "job.py").stat().st_ino

@@ -303,8 +303,9 @@ class WorkerAgent:
     def _clean_up(self, key: AttemptKey, failed: bool) -> None:
         """The attempt's workspace, and its run's directory if the run is over, go (off the loop, in one
         task per loop turn: see :meth:`_flush_clean_up`). A successful attempt that left its directory
-        empty (most short jobs) is removed here: one rmdir costs less than the hand-off to a thread."""
-        if failed or not self.workspace.remove_if_empty(*key):
+        empty or with a few plain files (its script: most short jobs) is emptied here and kept for the
+        run's next attempt (:mod:`.reuse`): a few system calls cost less than the hand-off to a thread."""
+        if failed or not self.workspace.release_attempt(*key):
             self.to_clean.append((key, failed))
         if key.run_id in self.ended_runs and not self._has_live(key.run_id):
             self.ended_runs.discard(key.run_id)

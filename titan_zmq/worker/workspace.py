@@ -6,10 +6,13 @@ Layout under the workspace root::
     runs/<run_id>/shared/                 TITAN_SHARED_DIR: the run's data bus on this host
     runs/<run_id>/project/                the run's project archive, extracted once
     runs/<run_id>/attempts/<job_id>@<attempt>/  one workspace per attempt (the job's cwd)
+    runs/<run_id>/attempts/@spare-<w>-<n>/  an empty workspace kept for the run's next attempt
+    runs/<run_id>/@script-<w>-<n>          the run's copy of an inline script (attempts get links)
     failed/<run_id>/<job_id>@<attempt>/   a failed attempt's workspace, kept --keep-failed hours
 
 An attempt's workspace goes when the attempt ends (a failed one moves to ``failed/`` first, if
-failed ones are kept); a run's directory goes when the broker says the run ended.  Everything here
+failed ones are kept; an emptied one is kept as a spare for the run's next attempt, see
+:mod:`.reuse`); a run's directory goes when the broker says the run ended.  Everything here
 that takes time in proportion to user data is called from the worker's off-loop threads
 (:mod:`.offload`), never from its loop; the methods are safe to call from several threads.
 Project archives are checked against :class:`Limits` while they are read, before anything big is
@@ -32,9 +35,11 @@ from typing import IO, Any
 
 from titan_zmq import defaults
 from titan_zmq.errors import InvalidRequest, JobRefused
+from titan_zmq.worker.reuse import ScriptCache, SparePool
 
 LOCK_STRIPES = 16  # project extractions of one run are serialised by one of these locks
 QUICK_SCRIPT_BYTES = 256 * 1024  # an inline script up to this size is written by the loop itself
+QUICK_CLEAN_ENTRIES = 4  # an attempt directory with at most this many plain files is removed by the loop itself
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class Workspace:
         self.limits = limits or Limits()
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._shared: set[str] = set()  # runs whose shared directory is known to exist
+        self.spares = SparePool(str(self.root / "runs"))
+        self.scripts = ScriptCache(str(self.root / "runs"))
         for sub in ("blobs", "runs", "failed"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -69,8 +76,11 @@ class Workspace:
         return self.root / "runs" / run_id / "shared"
 
     def attempt_dir(self, run_id: str, job_id: str, attempt: int) -> Path:
-        """``runs/<run>/attempts/<job>@<attempt>`` ('@' never occurs in a job id): one mkdir per attempt."""
-        path = os.path.join(self.root, "runs", run_id, "attempts", f"{job_id}@{attempt}")
+        """``runs/<run>/attempts/<job>@<attempt>`` ('@' never occurs in a job id): a spare of the run
+        renamed into place, or one mkdir."""
+        path = self._attempt_path(run_id, job_id, attempt)
+        if self.spares.take(run_id, path):
+            return Path(path)
         try:
             os.mkdir(path)
         except FileNotFoundError:  # the run's first attempt on this host
@@ -128,14 +138,26 @@ class Workspace:
     def _attempt_path(self, run_id: str, job_id: str, attempt: int) -> str:
         return os.path.join(self.root, "runs", run_id, "attempts", f"{job_id}@{attempt}")
 
-    def remove_if_empty(self, run_id: str, job_id: str, attempt: int) -> bool:
-        """Remove an attempt's workspace if the job left nothing in it (one system call, whatever the job
-        did: cheap enough for the worker's loop); False when there is something to walk or keep."""
+    def release_attempt(self, run_id: str, job_id: str, attempt: int) -> bool:
+        """Empty a successful attempt's workspace if the job left at most :data:`QUICK_CLEAN_ENTRIES`
+        plain files in it (its own script, a small output) and keep it as a spare for the run's next
+        attempt (or remove it): a bounded number of system calls whatever the job did, cheap enough
+        for the worker's loop. False when there is a tree to walk: the caller hands it off."""
+        path = self._attempt_path(run_id, job_id, attempt)
         try:
-            os.rmdir(self._attempt_path(run_id, job_id, attempt))
-        except FileNotFoundError:
+            with os.scandir(path) as it:
+                names: list[str] = []
+                for entry in it:
+                    if len(names) == QUICK_CLEAN_ENTRIES or entry.is_dir(follow_symlinks=False):
+                        return False
+                    names.append(entry.name)
+            for name in names:
+                os.unlink(os.path.join(path, name))
+            if not self.spares.put(run_id, path):
+                os.rmdir(path)
+        except FileNotFoundError:  # it never started, or it went with its run
             return True
-        except OSError:
+        except OSError:  # it changed under us (a process the job left behind still writes): walk it off-loop
             return False
         return True
 
@@ -161,6 +183,8 @@ class Workspace:
     def remove_run(self, run_id: str) -> None:
         """The run ended: its shared directory, project copy and any workspace left go."""
         self._shared.discard(run_id)
+        self.spares.forget(run_id)
+        self.scripts.forget(run_id)
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     def sweep_failed(self, keep_failed: float, now: float | None = None) -> int:
@@ -207,7 +231,7 @@ class Workspace:
                 raise JobRefused(f"file {name!r} is not in the project archive")
         elif spec.get("script") is not None:
             script = cwd / PurePosixPath(name).name
-            script.write_bytes(spec["script"])
+            self.scripts.place(run_id, str(script), spec["script"])
         else:
             script = Path(name)  # a path on the worker host
         return interpreter(script) + args, cwd
