@@ -93,6 +93,29 @@ def test_workspaces_go_when_attempts_and_runs_end_and_failed_ones_are_kept(make_
     assert not list((work / "failed" / run.run_id).glob("produce*"))
 
 
+def test_a_finished_attempt_leaves_nothing_and_its_emptied_directory_serves_the_runs_next_attempt(
+        make_cluster: Any, tmp_path: Path) -> None:
+    cluster = make_cluster(workers=1, slots=2)
+    attempts = cluster.data_dir / "work" / "runs"
+    release = tmp_path / "release"
+    pipe = write_pipeline(tmp_path / "reuse", {"name": "reuse", "jobs": [
+        {"id": "hold", "command": ["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.05; done"]},
+        {"id": "a", "command": ["sh", "-c", "stat -c %i .; echo result > out.txt; head -c 5000 /dev/zero > d.bin"]},
+        {"id": "c", "command": ["sh", "-c", "stat -c %i .; ls -A; echo listed"], "depends_on": ["a"]},
+    ]})
+    with cluster.client() as c:
+        run = c.submit_yaml(pipe)
+        wait_until(lambda: c.status(run.run_id)["jobs"]["c"]["state"] == "COMPLETED", 30, what="job c to complete")
+        a_inode, c_out = c.logs(run.run_id, "a"), c.logs(run.run_id, "c")
+        assert c_out == [a_inode[0], "listed"], (a_inode, c_out)  # a's directory, renamed into place, empty
+        left = {p.name: sorted(x.name for x in p.iterdir()) for p in (attempts / run.run_id / "attempts").iterdir()}
+        assert "a@1" not in left and "c@1" not in left and left.pop("hold@1") == [], left
+        assert left and all(name.startswith("@spare-") and not content for name, content in left.items()), left
+        release.touch()
+        assert run.wait(timeout=30)["state"] == "SUCCEEDED"
+    wait_until(lambda: not (attempts / run.run_id).exists(), 20, what="the run's directory to be removed")
+
+
 # ---- honest logs ------------------------------------------------------------------------------------
 
 
