@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import secrets
 import signal
 import socket
@@ -19,19 +20,40 @@ from titan_zmq.cli_common import LIFELINE_ENV
 from titan_zmq.errors import BrokerUnavailable, TitanError
 
 PORTS = 4  # broker, PUB, store, (UI): P..P+3
+LOW_PORT = 20000  # auto-picked ports are at least this (below: well-known services of the host)
 PORT_ATTEMPTS = 5  # times an auto-picked block of ports is replaced after a bind clash
 ADDR_IN_USE = os.strerror(errno.EADDRINUSE)  # how a component's log says its port was taken
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel hands out to outgoing connections (and to binds of port 0)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def _candidate_base_port(host: str, count: int = PORTS) -> int:
     """A base port P with P..P+count-1 free *right now*: only a guess, as anything may bind them
-    before our components do, so whoever uses it retries on a clash (:meth:`LocalCluster.wait_ready`)."""
+    before our components do, so whoever uses it retries on a clash (:meth:`LocalCluster.wait_ready`).
+
+    P is picked at random below the kernel's ephemeral range when there is room: outgoing connections
+    take their local ports from that range, so a component restarted on its ports (after a crash, or
+    in a test that kills it) never finds one of them held by some process's connection meanwhile.
+    """
+    low, _ = _ephemeral_range()
+    below = low - count > LOW_PORT
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind((host, 0))
-            base = int(s.getsockname()[1])
-        if base + count >= 65535:
-            continue
+        if below:
+            base = random.randrange(LOW_PORT, low - count)
+        else:
+            with socket.socket() as s:
+                s.bind((host, 0))
+                base = int(s.getsockname()[1])
+            if base + count >= 65535:
+                continue
         try:
             for p in range(base, base + count):
                 with socket.socket() as s:

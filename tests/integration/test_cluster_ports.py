@@ -43,3 +43,17 @@ def test_an_explicit_base_port_that_is_taken_fails_clearly(tmp_path: Path):
                 cluster.start()
         finally:
             cluster.stop()
+
+
+def test_auto_picked_ports_lie_below_the_ephemeral_range(tmp_path: Path):
+    """Outgoing connections take their local port from the ephemeral range: a cluster's ports outside it
+    stay free for a component restarted on them (a broker killed and started again in a crash test)."""
+    low, _ = cluster_mod._ephemeral_range()
+    bases = {cluster_mod._candidate_base_port("127.0.0.1") for _ in range(20)}
+    assert all(cluster_mod.LOW_PORT <= b and b + cluster_mod.PORTS <= low for b in bases), (bases, low)
+    assert len(bases) > 1  # random: parallel test processes do not all try the same block first
+    cluster = LocalCluster(tmp_path / "c", workers=0).start()
+    try:
+        assert cluster.base_port + cluster_mod.PORTS <= low
+    finally:
+        cluster.stop()

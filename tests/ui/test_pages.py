@@ -40,6 +40,14 @@ def attrs(driver: Any, selector: str, name: str) -> list[str]:
     return [str(e.get_attribute(name)) for e in css(driver, selector)]
 
 
+def texts(driver: Any, selector: str) -> list[str]:
+    """The text of every element matching ``selector``, read in one script: a graph that re-renders
+    between finding its elements and reading them cannot make the read stale."""
+    found = driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.textContent.trim())", selector)
+    return [str(t) for t in found]
+
+
 def test_cluster_page_lists_workers_and_shows_a_new_job_live(browser: Any, ui: UiProcess, client: Any) -> None:
     workers = {w["id"]: w for w in client.workers()}
     assert len(workers) == 2
@@ -98,8 +106,7 @@ def test_agent_runs_page_groups_stages_in_order(browser: Any, ui: UiProcess, cli
     wait_for(browser, lambda d: attrs(d, f"{group} .stage .badge", "data-state") == ["SUCCEEDED"] * 3,
              "every stage SUCCEEDED, live")
     assert len(css(browser, f'[data-agent="other-{agent}"] .stage')) == 1
-    names = [e.text for e in css(browser, f"{group} .stage-name")]
-    assert names == ["plan", "act", "report"]
+    assert texts(browser, f"{group} .stage-name") == ["plan", "act", "report"]
     screenshot(browser, "agents")
     css(browser, f'{group} .stage[data-run="{second.run_id}"]')[0].click()
     wait_for(browser, lambda d: css(d, "#run-id") and d.find_element(By.ID, "run-id").text == second.run_id,

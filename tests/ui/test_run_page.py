@@ -22,7 +22,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from client.job import TitanJob
 from tests.helpers import process_gone, wait_until
 from tests.ui.conftest import TOKEN, UiProcess, screenshot
-from tests.ui.test_pages import attrs, css, wait_for
+from tests.ui.test_pages import attrs, css, texts, wait_for
 from titan_zmq.states import JobState
 from ui import widgets
 
@@ -122,7 +122,7 @@ def test_the_panel_shows_a_jobs_log_live_and_the_full_log_downloads(browser: Any
     wait_for(browser, lambda d: "SENTINEL-7f3a" in [e.text for e in css(d, "#log-lines .ln")], "the sentinel, live")
     wait_for(browser, lambda d: attrs(d, "#attempts tr[data-attempt]", "data-outcome") == ["COMPLETED"],
              "the attempt COMPLETED")
-    assert sorted(e.text for e in css(browser, "#log-lines .ln")) == ["SENTINEL-7f3a", "a warning", "starting up"]
+    assert sorted(texts(browser, "#log-lines .ln")) == ["SENTINEL-7f3a", "a warning", "starting up"]
     screenshot(browser, "run-panel")
 
     run.wait(60)
@@ -184,10 +184,11 @@ def test_the_timeline_shows_every_attempt_per_worker_slot(browser: Any, ui: UiPr
     wait_for(browser, lambda d: attrs(d, ".run-title .badge", "data-state") == ["SUCCEEDED"], "the run")
     browser.find_element(By.XPATH, "//div[contains(@class,'tab') and normalize-space()='Timeline']").click()
     wait_for(browser, lambda d: len(css(d, "#timeline .bars .point")) == 9, "9 bars: 8 jobs, one retried")
-    names = {e.text for e in css(browser, "#timeline .legendtext")}
-    assert {"COMPLETED", "FAILED"} <= names
-    lanes = [e.text for e in css(browser, "#timeline .ytick text")]
-    assert len(lanes) >= 4 and all(" · " in lane for lane in lanes)  # parallel attempts: several lanes per worker
+    wait_for(browser, lambda d: {"COMPLETED", "FAILED"} <= set(texts(d, "#timeline .legendtext")),
+             "a legend with COMPLETED and FAILED")
+    # parallel attempts: several lanes per worker
+    wait_for(browser, lambda d: (lanes := texts(d, "#timeline .ytick text")) and len(lanes) >= 4
+             and all(" · " in lane for lane in lanes), "at least 4 worker-slot lanes")
     screenshot(browser, "run-timeline")
 
 
