@@ -116,6 +116,29 @@ def test_a_finished_attempt_leaves_nothing_and_its_emptied_directory_serves_the_
     wait_until(lambda: not (attempts / run.run_id).exists(), 20, what="the run's directory to be removed")
 
 
+def test_the_directory_of_a_job_that_left_processes_behind_serves_no_other_attempt(
+        make_cluster: Any, tmp_path: Path) -> None:
+    """A process a job left behind is killed when the job ends, but it may have written meanwhile, and
+    its working directory is that attempt's: such a directory is removed, never kept as a spare."""
+    cluster = make_cluster(workers=1, slots=2)
+    attempts = cluster.data_dir / "work" / "runs"
+    release = tmp_path / "release"
+    pipe = write_pipeline(tmp_path / "left", {"name": "left", "jobs": [
+        {"id": "hold", "command": ["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.05; done"]},
+        {"id": "grouped", "command": ["sh", "-c", "sleep 30 & echo started"]},  # stays in the job's group
+        {"id": "escaped", "command": ["sh", "-c", "(setsid sleep 30 &); echo started"],  # leaves it
+         "depends_on": ["grouped"]},
+    ]})
+    with cluster.client() as c:
+        run = c.submit_yaml(pipe)
+        wait_until(lambda: c.status(run.run_id)["jobs"]["escaped"]["state"] == "COMPLETED", 30,
+                   what="job escaped to complete")
+        # both ended with an empty directory, and a job that leaves nothing behind would have left a spare
+        assert sorted(p.name for p in (attempts / run.run_id / "attempts").iterdir()) == ["hold@1"]
+        release.touch()
+        assert run.wait(timeout=30)["state"] == "SUCCEEDED"
+
+
 # ---- honest logs ------------------------------------------------------------------------------------
 
 

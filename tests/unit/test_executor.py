@@ -196,7 +196,8 @@ def test_kill_kills_the_whole_process_group(ex: Executor, tmp_path: Path) -> Non
     assert ex.kill(KEY, "again") is False  # a second kill is a no-op
     out = drive(ex, timeout=5)
     assert time.monotonic() - t0 < 5
-    assert out.finished == [Finished(KEY, 128 + signal.SIGTERM, "killed: cancelled by user")]
+    fin = out.finished[0]
+    assert (fin.key, fin.exit_code, fin.error) == (KEY, 128 + signal.SIGTERM, "killed: cancelled by user")
     assert wait_gone([att.pid, *children]) == [], "processes of the group survived the kill"
 
 
@@ -218,7 +219,7 @@ def test_leader_exit_kills_what_it_left_behind(ex: Executor, tmp_path: Path) -> 
     t0 = time.monotonic()
     out = drive(ex, timeout=5)
     assert time.monotonic() - t0 < 5
-    assert out.finished == [Finished(KEY, 0, None)]
+    assert out.finished == [Finished(KEY, 0, None, alone=False)]  # its directory is not handed on
     orphan = int(out.lines("stdout")[0])
     assert wait_gone([orphan]) == []
 

@@ -298,14 +298,16 @@ class WorkerAgent:
         self.outbox[fin.key] = body
         log.debug("%s/%s attempt %d ended: exit %d", *fin.key, fin.exit_code)
         self.send(Op.JOB_COMPLETE, body)
-        self._clean_up(fin.key, failed=fin.exit_code != 0)
+        # without the subreaper, processes that escaped the group cannot be seen: no directory is reused then
+        self._clean_up(fin.key, failed=fin.exit_code != 0, reuse=fin.alone and self.subreaper)
 
-    def _clean_up(self, key: AttemptKey, failed: bool) -> None:
+    def _clean_up(self, key: AttemptKey, failed: bool, reuse: bool = False) -> None:
         """The attempt's workspace, and its run's directory if the run is over, go (off the loop, in one
         task per loop turn: see :meth:`_flush_clean_up`). A successful attempt that left its directory
         empty or with a few plain files (its script: most short jobs) is emptied here and kept for the
-        run's next attempt (:mod:`.reuse`): a few system calls cost less than the hand-off to a thread."""
-        if failed or not self.workspace.release_attempt(*key):
+        run's next attempt (:mod:`.reuse`; only when ``reuse``: nothing of the job outlived it, so nothing
+        can write there any more): a few system calls cost less than the hand-off to a thread."""
+        if failed or not self.workspace.release_attempt(*key, reuse=reuse):
             self.to_clean.append((key, failed))
         if key.run_id in self.ended_runs and not self._has_live(key.run_id):
             self.ended_runs.discard(key.run_id)

@@ -41,6 +41,7 @@ class Attempt:
     sigkill_at: float | None = None
     eof_deadline: float | None = None  # after the leader exited: when to stop waiting for pipe EOF
     exit_code: int | None = None
+    left_behind: bool = False  # a process of it outlived its leader (killed now, but it may have written since)
 
     @property
     def pid(self) -> int:
@@ -56,6 +57,9 @@ class Finished:
     key: AttemptKey
     exit_code: int
     error: str | None
+    # no process of its group outlived the leader, and no escaped one was killed meanwhile (what escaped
+    # is seen only with reap_escaped): its directory may serve another attempt
+    alone: bool = True
 
 
 class Executor:
@@ -197,7 +201,7 @@ class Executor:
 
     def poll(self, now: float) -> list[Finished]:
         """Enforce timeouts and kill grace; return the attempts that are completely over."""
-        finished = []
+        over: list[Attempt] = []
         exited = False
         for key, att in list(self.attempts.items()):
             if att.deadline is not None and now >= att.deadline and att.exit_code is None and att.kill_reason is None:
@@ -208,11 +212,12 @@ class Executor:
             if att.exit_code is None and att.may_have_exited and att.proc.poll() is not None:
                 att.exit_code = att.proc.returncode
                 # the job is over when its leader exits: nothing it left behind keeps running
-                _killpg(att.pid, signal.SIGKILL)
+                att.left_behind = _killpg(att.pid, signal.SIGKILL)
                 att.eof_deadline = now + self.kill_grace
                 exited = True
             if att.open_fds and att.eof_deadline is not None and now >= att.eof_deadline:
                 # a descendant that left the process group still holds the pipes: stop waiting for it
+                att.left_behind = True
                 for fd in list(att.open_fds):
                     self.read(fd)
                     self._close_fd(att, fd)
@@ -221,15 +226,20 @@ class Executor:
                     if buf:
                         self._line(att, stream, bytes(buf))
                         buf.clear()
-                finished.append(Finished(key, self._exit_code(att), self._error(att)))
+                over.append(att)
         if exited and self.reap_escaped:  # and what left the group (double-forked daemons), before the outcome
             self.sweep()
-        return finished
+        return [Finished(a.key, self._exit_code(a), self._error(a), alone=not a.left_behind) for a in over]
 
     def sweep(self) -> int:
         """Kill processes that escaped the groups of attempts whose leader exited; reap adopted ones."""
         live = {k: a for k, a in self.attempts.items() if a.exit_code is None}
-        return subreaper.sweep({k: a.started_at for k, a in live.items()}, {a.pid for a in live.values()})
+        killed = subreaper.sweep({k: a.started_at for k, a in live.items()}, {a.pid for a in live.values()})
+        if killed:  # whose they were is not known: every attempt whose leader has exited counts as not alone
+            for att in self.attempts.values():
+                if att.exit_code is not None:
+                    att.left_behind = True
+        return killed
 
     def forget(self, key: AttemptKey) -> None:
         att = self.attempts.pop(key, None)
@@ -286,9 +296,11 @@ class Executor:
         return None
 
 
-def _killpg(pid: int, sig: int) -> None:
+def _killpg(pid: int, sig: int) -> bool:
+    """Signal the process group; False when it has no process left (or none we may signal)."""
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
-        pass
+        return False
+    return True
 

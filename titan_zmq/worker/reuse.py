@@ -6,10 +6,11 @@ allocate or free disk blocks, about 0.2 ms of the worker's loop per job on ext4 
 36-81 us, writing a small file 84 us, rmdir 65-170 us; docs/BENCHMARKS.md).  Two shortcuts keep
 the guarantee and cost a fraction:
 
-* :class:`SparePool`: an attempt directory left empty is renamed to ``@spare-<worker>-<n>`` next
+* :class:`SparePool`: an attempt directory left empty is renamed to ``@spare-<pid>-<n>`` next
   to the run's attempts (22 us) instead of removed, and the run's next attempt on this worker
-  renames it into place instead of making one.  At most :data:`SPARES_PER_RUN` wait per run; they
-  go with the run's directory.  '@' never occurs in a job id, so no attempt is ever named like one.
+  renames it into place instead of making one.  Only the directory of a job that left no process
+  behind (the executor's ``Finished.alone``) is kept: nothing can write into it any more.  At most
+  :data:`SPARES_PER_RUN` wait per run; they go with the run's directory.
 * :class:`ScriptCache`: a job's inline script is written once per run and worker; later attempts
   get a hard link to it (6 us, no data block).  Before each link the run's copy is read back and
   compared with the script (a read allocates nothing: ~10 us): a job that changed its script in
@@ -27,6 +28,13 @@ import os
 import threading
 
 SPARES_PER_RUN = 64  # empty attempt directories kept for reuse per run (a run's concurrency on one worker)
+_SEQ = itertools.count()
+
+
+def _own_name(kind: str) -> str:
+    """``@<kind>-<pid>-<n>``: unique among the workers of a host sharing a workspace root, and never an
+    attempt's name ('@' does not occur in a job id)."""
+    return f"@{kind}-{os.getpid()}-{next(_SEQ)}"
 
 
 class SparePool:
@@ -36,8 +44,6 @@ class SparePool:
         self.runs_root = runs_root
         self._spares: dict[str, list[str]] = {}
         self._lock = threading.Lock()
-        self._seq = itertools.count()
-        self._tag = os.getpid()  # workers of one host may share the workspace root
 
     def take(self, run_id: str, path: str) -> bool:
         """Rename a spare directory of the run to ``path``; False when there is none (make one)."""
@@ -58,7 +64,7 @@ class SparePool:
         with self._lock:
             if len(self._spares.get(run_id, ())) >= SPARES_PER_RUN:
                 return False
-        spare = os.path.join(self.runs_root, run_id, "attempts", f"@spare-{self._tag}-{next(self._seq)}")
+        spare = os.path.join(self.runs_root, run_id, "attempts", _own_name("spare"))
         try:
             os.rename(path, spare)
         except OSError:
@@ -83,8 +89,6 @@ class ScriptCache:
         self.runs_root = runs_root
         self._copies: dict[tuple[str, str], str] = {}  # (run, digest) -> the run's copy
         self._lock = threading.Lock()
-        self._seq = itertools.count()
-        self._tag = os.getpid()
 
     def place(self, run_id: str, target: str, content: bytes) -> None:
         """Make ``target`` a file holding ``content``: a link to the run's copy when it is intact,
@@ -108,7 +112,7 @@ class ScriptCache:
                 del self._copies[key]
 
     def _keep(self, run_id: str, digest: str, written: str) -> None:
-        path = os.path.join(self.runs_root, run_id, f"@script-{self._tag}-{next(self._seq)}")
+        path = os.path.join(self.runs_root, run_id, _own_name("script"))
         try:
             os.link(written, path)
         except OSError:

@@ -39,7 +39,7 @@ from titan_zmq.worker.reuse import ScriptCache, SparePool
 
 LOCK_STRIPES = 16  # project extractions of one run are serialised by one of these locks
 QUICK_SCRIPT_BYTES = 256 * 1024  # an inline script up to this size is written by the loop itself
-QUICK_CLEAN_ENTRIES = 4  # an attempt directory with at most this many plain files is removed by the loop itself
+QUICK_CLEAN_ENTRIES = 4  # an attempt directory with at most this many plain files is emptied by the loop itself
 
 
 @dataclass(frozen=True)
@@ -138,11 +138,12 @@ class Workspace:
     def _attempt_path(self, run_id: str, job_id: str, attempt: int) -> str:
         return os.path.join(self.root, "runs", run_id, "attempts", f"{job_id}@{attempt}")
 
-    def release_attempt(self, run_id: str, job_id: str, attempt: int) -> bool:
+    def release_attempt(self, run_id: str, job_id: str, attempt: int, reuse: bool = True) -> bool:
         """Empty a successful attempt's workspace if the job left at most :data:`QUICK_CLEAN_ENTRIES`
         plain files in it (its own script, a small output) and keep it as a spare for the run's next
-        attempt (or remove it): a bounded number of system calls whatever the job did, cheap enough
-        for the worker's loop. False when there is a tree to walk: the caller hands it off."""
+        attempt (with ``reuse``: no process of the job can still write there) or remove it: a bounded
+        number of system calls whatever the job did, cheap enough for the worker's loop. False when
+        there is a tree to walk: the caller hands it off."""
         path = self._attempt_path(run_id, job_id, attempt)
         try:
             with os.scandir(path) as it:
@@ -153,7 +154,7 @@ class Workspace:
                     names.append(entry.name)
             for name in names:
                 os.unlink(os.path.join(path, name))
-            if not self.spares.put(run_id, path):
+            if not (reuse and self.spares.put(run_id, path)):
                 os.rmdir(path)
         except FileNotFoundError:  # it never started, or it went with its run
             return True
